@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pathToFileURL } from 'node:url';
+import { defineCli, isMainModule } from '../lib/cli.ts';
 import { generateCrawlCsvs, type CsvFile } from './crawl-csv.ts';
 import { renderListing, type ListingEntry, type ListingStyle } from './listing-html.ts';
 
@@ -271,8 +271,7 @@ export async function startCrawlHost(opts: CrawlHostOptions = {}): Promise<Crawl
   };
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { defineCli } = await import('../lib/cli.ts');
+if (isMainModule(import.meta.url)) {
   const cli = defineCli({
     command: 'npx tsx demo/crawl-host.ts',
     summary: 'Serve the synthetic crawling@home crawl (listings, CSVs) on a local port.',

@@ -1,3 +1,6 @@
+import { resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
 // One flag table drives the parser, `--help` and the defaults printed at start.
 // Flags are kebab-case and also accepted in snake_case (img2dataset / clip-retrieval spelling),
 // as `--flag value` or `--flag=value`; booleans take `--flag`, `--no-flag`, `--flag True|False`.
@@ -252,4 +255,11 @@ export function parseByteSize(raw: string | number): number {
   const base = m[4] && !m[3] ? 1000 : 1024;
   const exp = { '': 0, k: 1, m: 2, g: 3, t: 4 }[unit] ?? 0;
   return Math.round(n * base ** exp);
+}
+
+/** True when the module with this `import.meta.url` is the script node was started with. */
+export function isMainModule(metaUrl: string): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  return metaUrl === pathToFileURL(resolvePath(script)).href;
 }
