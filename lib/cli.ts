@@ -157,7 +157,7 @@ export function defineCli<const T extends FlagTable>(spec: CliSpec<T>): Cli<T> {
         }
       }
       if (name === undefined) {
-        const near = [...byName.keys()].filter((k) => k.includes(key) || key.includes(k)).slice(0, 3);
+        const near = nearest(key.replace(/_/g, '-'), Object.keys(spec.flags));
         throw new CliError(
           `unknown option --${key}${near.length ? ` (did you mean ${near.map((n) => `--${n}`).join(', ')}?)` : ''}; see --help`,
         );
@@ -233,6 +233,30 @@ export function defineCli<const T extends FlagTable>(spec: CliSpec<T>): Cli<T> {
   }
 
   return { parse, help, describe, run };
+}
+
+/** Flag names a typo probably meant: close in edit distance, or sharing a long prefix. */
+function nearest(typo: string, names: readonly string[]): string[] {
+  const dist = (a: string, b: string): number => {
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const cur = [i];
+      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+    return prev[b.length]!;
+  };
+  const prefix = (a: string, b: string): number => {
+    let i = 0;
+    while (i < a.length && a[i] === b[i]) i++;
+    return i;
+  };
+  return names
+    .map((n) => ({ n, d: dist(typo, n), p: prefix(typo, n) }))
+    .filter((x) => x.d <= Math.max(2, Math.floor(typo.length / 3)) || x.p >= 5)
+    .sort((a, b) => a.d - b.d)
+    .slice(0, 3)
+    .map((x) => x.n);
 }
 
 function show(v: unknown): string {
