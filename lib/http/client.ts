@@ -6,7 +6,8 @@ import { lookup as osLookup } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 import { STATUS_CODES } from 'node:http';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { BlockedAddressError, blockedReason } from './address-guard.ts';
+import { BlockedAddressError } from './address-guard.ts';
+import { createAddressPolicy, type AddressPolicy } from './address-policy.ts';
 import { DnsCache } from './dns-cache.ts';
 
 export type HttpErrorCode =
@@ -35,6 +36,8 @@ export class HttpError extends Error {
 export interface HttpClientOptions {
   /** Lifts the address guard (tests, the local demo). */
   allowPrivateAddresses?: boolean;
+  /** Finer than allowPrivateAddresses (e.g. loopback only, for tests); wins over it when given. */
+  addressPolicy?: AddressPolicy;
   /** Concurrent connections per origin. */
   connectionsPerHost?: number;
   userAgent?: string;
@@ -111,22 +114,25 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
 export class HttpClient {
   private readonly agent: Agent;
   private readonly allowPrivate: boolean;
+  private readonly policy: AddressPolicy;
   private readonly userAgent: string | undefined;
 
   constructor(opts: HttpClientOptions = {}) {
-    this.allowPrivate = opts.allowPrivateAddresses ?? false;
+    this.policy = opts.addressPolicy ?? createAddressPolicy({ allowPrivateAddresses: opts.allowPrivateAddresses });
+    this.allowPrivate = this.policy.allowsAll;
     this.userAgent = opts.userAgent;
     const cache = opts.dnsCache === false ? undefined : (opts.dnsCache ?? new DnsCache());
     const lookup = this.guardedLookup(cache?.lookup);
     const base = buildConnector({ ...(lookup ? { lookup } : {}), timeout: null } as buildConnector.BuildOptions);
     const allowPrivate = this.allowPrivate;
+    const policy = this.policy;
     const connect: buildConnector.connector = (options, callback) => {
       base(options, (err, socket) => {
         if (err || !socket) return callback(err ?? new Error('connect failed'), null);
         if (!allowPrivate) {
           // The authoritative check: where did this socket really go?
           const addr = socket.remoteAddress ?? '';
-          const reason = blockedReason(addr);
+          const reason = policy.blockedReason(addr);
           if (reason) {
             socket.destroy();
             return callback(new BlockedAddressError(options.hostname, addr, reason), null);
@@ -151,11 +157,11 @@ export class HttpClient {
       resolve(hostname, { ...options, all: true }, (err, addresses) => {
         if (err) return callback(err, '', 0);
         const all = addresses as unknown as Array<{ address: string; family: number }>;
-        const ok = all.filter((a) => blockedReason(a.address) === null);
+        const ok = all.filter((a) => this.policy.blockedReason(a.address) === null);
         if (ok.length === 0) {
           const first = all[0];
           return callback(
-            new BlockedAddressError(hostname, first?.address ?? '?', blockedReason(first?.address ?? '') ?? 'no address'),
+            new BlockedAddressError(hostname, first?.address ?? '?', this.policy.blockedReason(first?.address ?? '') ?? 'no address'),
             '',
             0,
           );
@@ -220,7 +226,7 @@ export class HttpClient {
           res.body.on('error', () => {});
           res.body.destroy();
           if (hop >= maxRedirects) {
-            throw new HttpError('TOO_MANY_REDIRECTS', `more than ${maxRedirects} redirects, last to ${location}`, current);
+            throw new HttpError('TOO_MANY_REDIRECTS', `more than ${maxRedirects} redirects, last to ${location}`, current, res.statusCode);
           }
           current = new URL(location, current).toString();
           if (res.statusCode === 303) method = 'GET';
@@ -230,6 +236,8 @@ export class HttpClient {
         const maxBytes = opts.maxBytes ?? Infinity;
         const declared = Number(header(res.headers, 'content-length'));
         if (method !== 'HEAD' && Number.isFinite(declared) && declared > maxBytes) {
+          // undici emits an abort error when an unread body is destroyed; unheard, it kills the process.
+          res.body.on('error', () => {});
           res.body.destroy();
           throw new HttpError('BODY_TOO_LARGE', `body of ${declared} bytes is over the ${maxBytes}-byte cap`, finalUrl, res.statusCode);
         }
@@ -292,7 +300,7 @@ export class HttpClient {
     }
     const host = u.hostname.replace(/^\[|\]$/g, '');
     if (!this.allowPrivate && isIP(host)) {
-      const reason = blockedReason(host);
+      const reason = this.policy.blockedReason(host);
       if (reason) throw new HttpError('ADDRESS_BLOCKED', new BlockedAddressError(host, host, reason).message, url);
     }
     return u;

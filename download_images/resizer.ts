@@ -1,0 +1,308 @@
+// img2dataset 1.47's resizer (reference img2dataset.md section 3) on sharp/libvips: the same
+// filters, output sizes, padding, crop offsets, error strings and encode settings, with sharp's
+// shrink-on-load doing the decode. Deliberate differences: EXIF orientation is applied first,
+// greyscale/CMYK become RGB, GIFs decode (first frame), and a decompression-bomb cap is checked
+// from the header before any pixel is decoded.
+import sharp, { type KernelEnum, type Metadata, type Sharp, type SharpOptions } from 'sharp';
+import { blurBoxes } from './blurrer.ts';
+
+export type ResizeMode = 'no' | 'border' | 'keep_ratio' | 'keep_ratio_largest' | 'center_crop';
+export type EncodeFormat = 'jpg' | 'png' | 'webp';
+
+export interface ResizerOptions {
+  imageSize: number;
+  resizeMode: ResizeMode;
+  resizeOnlyIfBigger: boolean;
+  /** img2dataset's names: nearest, linear, bilinear, cubic, bicubic, area, lanczos, lanczos4. */
+  upscaleInterpolation: string;
+  downscaleInterpolation: string;
+  encodeQuality: number;
+  encodeFormat: EncodeFormat;
+  skipReencode: boolean;
+  disableAllReencoding: boolean;
+  minImageSize: number;
+  maxImageArea: number;
+  maxAspectRatio: number;
+  /** Decompression-bomb cap, checked from the header: larger images fail without being decoded. */
+  maxImagePixels: number;
+}
+
+export interface ResizeResult {
+  image: Buffer | null;
+  width: number | null;
+  height: number | null;
+  originalWidth: number | null;
+  originalHeight: number | null;
+  error: string | null;
+}
+
+export const RESIZE_MODES: readonly ResizeMode[] = ['no', 'border', 'keep_ratio', 'keep_ratio_largest', 'center_crop'];
+export const ENCODE_FORMATS: readonly EncodeFormat[] = ['jpg', 'png', 'webp'];
+/** sharp's own default pixel limit (0x3FFF * 0x3FFF). */
+export const DEFAULT_MAX_IMAGE_PIXELS = 268_402_689;
+
+export const DEFAULT_RESIZER_OPTIONS: ResizerOptions = {
+  imageSize: 256,
+  resizeMode: 'border',
+  resizeOnlyIfBigger: false,
+  upscaleInterpolation: 'lanczos',
+  downscaleInterpolation: 'area',
+  encodeQuality: 95,
+  encodeFormat: 'jpg',
+  skipReencode: false,
+  disableAllReencoding: false,
+  minImageSize: 0,
+  maxImageArea: Infinity,
+  maxAspectRatio: Infinity,
+  maxImagePixels: DEFAULT_MAX_IMAGE_PIXELS,
+};
+
+/** Error strings of img2dataset's resizer, verbatim (they become `status_dict` keys). */
+export const RESIZE_ERRORS = {
+  decoding: 'Image decoding error',
+  tooSmall: 'image too small',
+  areaTooLarge: 'image area too large',
+  aspectRatioTooLarge: 'aspect ratio too large',
+  /** Ours: the header declares more pixels than --max-image-pixels allows. */
+  tooManyPixels: 'image pixels exceed max_image_pixels',
+} as const;
+
+type Kernel = keyof KernelEnum;
+
+// libvips has no INTER_AREA; its triangle filter scaled to the shrink factor is the closest
+// antialiased average. OpenCV's 8-tap Lanczos maps to libvips' 6-tap one.
+const KERNELS: Record<string, Kernel> = {
+  nearest: 'nearest',
+  linear: 'linear',
+  bilinear: 'linear',
+  area: 'linear',
+  cubic: 'cubic',
+  bicubic: 'cubic',
+  lanczos: 'lanczos3',
+  lanczos4: 'lanczos3',
+};
+
+export function kernelFor(interpolation: string): Kernel {
+  const k = KERNELS[interpolation.toLowerCase()];
+  if (!k) throw new Error(`Invalid option for interpolation: ${interpolation}`);
+  return k;
+}
+
+/** Python's round(): half to even. */
+export function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** What Python's imghdr.what() says for the three target formats (null for anything else). */
+export function imghdrWhat(b: Buffer): EncodeFormat | null {
+  if (b.length >= 10) {
+    const tag = b.toString('latin1', 6, 10);
+    if (tag === 'JFIF' || tag === 'Exif') return 'jpg';
+  }
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff && b[3] === 0xdb) return 'jpg';
+  if (b.length >= 8 && b.subarray(0, 8).equals(PNG_SIGNATURE)) return 'png';
+  if (b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return 'webp';
+  return null;
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** The geometry img2dataset applies: resize target, then crop or pad, as pure numbers. */
+export interface ResizePlan {
+  /** Size after the resize step (equal to the input when no resize happens). */
+  resizedWidth: number;
+  resizedHeight: number;
+  resized: boolean;
+  downscale: boolean;
+  crop: { left: number; top: number; width: number; height: number } | null;
+  pad: { top: number; bottom: number; left: number; right: number } | null;
+  width: number;
+  height: number;
+}
+
+export function planResize(width: number, height: number, mode: ResizeMode, imageSize: number, resizeOnlyIfBigger: boolean): ResizePlan {
+  const plan: ResizePlan = {
+    resizedWidth: width,
+    resizedHeight: height,
+    resized: false,
+    downscale: false,
+    crop: null,
+    pad: null,
+    width,
+    height,
+  };
+  if (mode === 'no') return plan;
+  const bySmallest = mode === 'keep_ratio' || mode === 'center_crop';
+  const side = bySmallest ? Math.min(width, height) : Math.max(width, height);
+  plan.downscale = side > imageSize;
+  if (resizeOnlyIfBigger && !plan.downscale) return plan;
+  plan.resized = true;
+  const scale = imageSize / side;
+  plan.resizedHeight = Math.max(1, roundHalfEven(height * scale));
+  plan.resizedWidth = Math.max(1, roundHalfEven(width * scale));
+  const h = plan.resizedHeight;
+  const w = plan.resizedWidth;
+  if (mode === 'center_crop') {
+    const top = Math.floor((h - imageSize) / 2);
+    const left = Math.floor((w - imageSize) / 2);
+    plan.crop = { left, top, width: imageSize, height: imageSize };
+    plan.width = plan.height = imageSize;
+  } else if (mode === 'border') {
+    // The odd extra pixel goes to the bottom / right.
+    const top = Math.trunc((imageSize - h) / 2);
+    const left = Math.trunc((imageSize - w) / 2);
+    plan.pad = { top, bottom: imageSize - h - top, left, right: imageSize - w - left };
+    plan.width = plan.height = imageSize;
+  } else {
+    plan.width = w;
+    plan.height = h;
+  }
+  return plan;
+}
+
+export function validateResizerOptions(o: ResizerOptions): void {
+  if (!RESIZE_MODES.includes(o.resizeMode)) throw new Error(`Invalid option for resize_mode: ${o.resizeMode}`);
+  if (!ENCODE_FORMATS.includes(o.encodeFormat)) throw new Error(`Invalid option for encode_format: ${o.encodeFormat}`);
+  if (o.encodeFormat === 'png' && !(o.encodeQuality >= 0 && o.encodeQuality <= 9 && Number.isInteger(o.encodeQuality))) {
+    throw new Error('For png, encode quality represents compression which must be between 0 and 9, got ' + o.encodeQuality);
+  }
+  if (!(o.imageSize >= 1) || !Number.isInteger(o.imageSize)) throw new Error(`image_size must be a positive integer, got ${o.imageSize}`);
+  kernelFor(o.upscaleInterpolation);
+  kernelFor(o.downscaleInterpolation);
+}
+
+function encode(img: Sharp, o: ResizerOptions): Sharp {
+  switch (o.encodeFormat) {
+    case 'jpg':
+      // OpenCV's imencode defaults: baseline, Huffman tables not optimised, 4:2:0, no EXIF.
+      return img.jpeg({
+        quality: Math.min(100, Math.max(1, Math.round(o.encodeQuality))),
+        progressive: false,
+        optimiseCoding: false,
+        chromaSubsampling: '4:2:0',
+        mozjpeg: false,
+      });
+    case 'png':
+      return img.png({ compressionLevel: o.encodeQuality });
+    case 'webp':
+      // OpenCV: a quality above 100 means lossless.
+      return o.encodeQuality > 100
+        ? img.webp({ lossless: true })
+        : img.webp({ quality: Math.min(100, Math.max(1, Math.round(o.encodeQuality))) });
+  }
+}
+
+const WHITE = { r: 255, g: 255, b: 255 };
+
+// img2dataset returns no sizes at all with an error.
+const fail = (error: string): ResizeResult => ({
+  image: null,
+  width: null,
+  height: null,
+  originalWidth: null,
+  originalHeight: null,
+  error,
+});
+
+export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: number[][]) => Promise<ResizeResult> {
+  const o = { ...opts };
+  validateResizerOptions(o);
+  const upKernel = kernelFor(o.upscaleInterpolation);
+  const downKernel = kernelFor(o.downscaleInterpolation);
+  const target = o.encodeFormat;
+  const sharpInput = {
+    limitInputPixels: o.maxImagePixels,
+    // Decode what a browser would show; a truncated file still yields an image, as with OpenCV.
+    failOn: 'none',
+    pages: 1,
+  } satisfies SharpOptions;
+
+  return async function resize(input: Buffer, bboxes?: number[][]): Promise<ResizeResult> {
+    if (o.disableAllReencoding) {
+      return { image: input, width: null, height: null, originalWidth: null, originalHeight: null, error: null };
+    }
+    let encodeNeeded = o.skipReencode ? imghdrWhat(input) !== target : true;
+
+    let meta: Metadata;
+    try {
+      // Header only: the pixel cap is checked here so a bomb gets its own message.
+      meta = await sharp(input, { ...sharpInput, limitInputPixels: false }).metadata();
+    } catch {
+      return fail(RESIZE_ERRORS.decoding);
+    }
+    const rawW = meta.width;
+    const rawH = meta.height;
+    if (!rawW || !rawH) return fail(RESIZE_ERRORS.decoding);
+    if (rawW * rawH > o.maxImagePixels) return fail(RESIZE_ERRORS.tooManyPixels);
+
+    const orientation = meta.orientation ?? 1;
+    const swap = orientation >= 5 && orientation <= 8;
+    const w = swap ? rawH : rawW;
+    const h = swap ? rawW : rawH;
+    // Kept bytes would still carry the tag, so readers that ignore EXIF would see other sizes.
+    if (orientation !== 1) encodeNeeded = true;
+    if (meta.hasAlpha) encodeNeeded = true;
+
+    if (Math.min(h, w) < o.minImageSize) return fail(RESIZE_ERRORS.tooSmall);
+    if (h * w > o.maxImageArea) return fail(RESIZE_ERRORS.areaTooLarge);
+    if (Math.max(h, w) / Math.min(h, w) > o.maxAspectRatio) return fail(RESIZE_ERRORS.aspectRatioTooLarge);
+
+    const plan = planResize(w, h, o.resizeMode, o.imageSize, o.resizeOnlyIfBigger);
+    if (plan.resized) encodeNeeded = true;
+    const boxes = bboxes && bboxes.length > 0 ? bboxes : null;
+
+    try {
+      if (!encodeNeeded && !boxes) {
+        return { image: input, width: w, height: h, originalWidth: w, originalHeight: h, error: null };
+      }
+      // One pipeline from the encoded buffer so libvips can shrink on load.
+      let img = sharp(input, sharpInput).autoOrient();
+      if (meta.hasAlpha) img = img.flatten({ background: WHITE });
+      img = img.toColourspace('srgb');
+      if (plan.resized && (plan.resizedWidth !== w || plan.resizedHeight !== h)) {
+        img = img.resize(plan.resizedWidth, plan.resizedHeight, {
+          fit: 'fill',
+          kernel: plan.downscale ? downKernel : upKernel,
+        });
+      }
+      if (boxes) {
+        // Blurring needs the pixels between the resize and the crop / pad.
+        const { data, info } = await img.removeAlpha().raw().toBuffer({ resolveWithObject: true });
+        blurBoxes(data, info.width, info.height, info.channels, boxes);
+        img = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
+        // img2dataset forgets to re-encode after a blur on the unresized path; we do not.
+      }
+      if (plan.crop) img = img.extract(plan.crop);
+      if (plan.pad) img = img.extend({ ...plan.pad, background: WHITE });
+      const out = await encode(img, o).toBuffer();
+      return { image: out, width: plan.width, height: plan.height, originalWidth: w, originalHeight: h, error: null };
+    } catch (err) {
+      return fail(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
+/** ResizerOptions from img2dataset-style option values (camelCase keys, any subset). */
+export function resizerOptionsFromFlags(flags: Partial<Record<keyof ResizerOptions, unknown>>): ResizerOptions {
+  const o: ResizerOptions = { ...DEFAULT_RESIZER_OPTIONS };
+  const num = (v: unknown, d: number): number => (v === null || v === undefined ? d : typeof v === 'string' && /^inf/i.test(v) ? Infinity : Number(v));
+  o.imageSize = num(flags.imageSize, o.imageSize);
+  if (flags.resizeMode !== undefined && flags.resizeMode !== null) o.resizeMode = String(flags.resizeMode) as ResizeMode;
+  if (flags.resizeOnlyIfBigger !== undefined) o.resizeOnlyIfBigger = Boolean(flags.resizeOnlyIfBigger);
+  if (flags.upscaleInterpolation) o.upscaleInterpolation = String(flags.upscaleInterpolation);
+  if (flags.downscaleInterpolation) o.downscaleInterpolation = String(flags.downscaleInterpolation);
+  o.encodeQuality = num(flags.encodeQuality, o.encodeQuality);
+  if (flags.encodeFormat) o.encodeFormat = String(flags.encodeFormat) as EncodeFormat;
+  if (flags.skipReencode !== undefined) o.skipReencode = Boolean(flags.skipReencode);
+  if (flags.disableAllReencoding !== undefined) o.disableAllReencoding = Boolean(flags.disableAllReencoding);
+  o.minImageSize = num(flags.minImageSize, o.minImageSize);
+  o.maxImageArea = num(flags.maxImageArea, o.maxImageArea);
+  o.maxAspectRatio = num(flags.maxAspectRatio, o.maxAspectRatio);
+  o.maxImagePixels = num(flags.maxImagePixels, o.maxImagePixels);
+  validateResizerOptions(o);
+  return o;
+}
