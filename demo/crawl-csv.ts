@@ -42,7 +42,14 @@ export interface CrawlOptions {
   duplicateRate?: number;
   /** Put broken rows (wrong field count) into some files. */
   brokenRows?: boolean;
+  /** Share of new pairs whose URL is a faulty one, `${imageBaseUrl}/faults/<kind>/<n>`. */
+  faultRate?: number;
+  /** Fault kinds to draw from (see demo/faults.ts); default: the ones that fail fast. */
+  faultKinds?: readonly string[];
 }
+
+/** Faults that end at once, so a demo run is not held up by deadlines. */
+export const FAST_FAULT_KINDS: readonly string[] = ['404', '500', 'html', 'reset', 'truncated', 'robots-noai', 'robots-otherbot', 'redirect-ok', 'bomb', 'redirect-loop'];
 
 const WORDS = (
   'sunset beach mountain river city street portrait vintage wooden table kitchen garden flower ' +
@@ -136,7 +143,9 @@ export function generateCrawlCsvs(opts: CrawlOptions): CsvFile[] {
         const id = imageId++;
         // Some pairs share a URL or a caption with an earlier one: not duplicates, must be kept.
         const prev = seen.length > 0 && rng.chance(0.05) ? rng.pick(seen) : undefined;
-        const url = prev && rng.chance(0.5) ? prev.url : `${base}/images/${id}.jpg`;
+        const fault = opts.faultRate && rng.chance(opts.faultRate) ? rng.pick(opts.faultKinds ?? FAST_FAULT_KINDS) : null;
+        const fresh = fault ? `${base}/faults/${fault}/${id}` : `${base}/images/${id}.jpg`;
+        const url = prev && rng.chance(0.5) ? prev.url : fresh;
         const t = prev && url !== prev.url ? prev.text : caption(rng);
         pair = { url, text: t };
         seen.push(pair);

@@ -23,6 +23,8 @@ export interface CrawlHostOptions {
   throttleBytesPerSec?: number;
   /** List a CSV that the server answers with 404. */
   missingCsv?: boolean;
+  /** Share of rows pointing at faulty URLs (`/faults/<kind>/<n>`, served once faultsRoute is added). */
+  faultRate?: number;
   /** Replace the generated CSVs with these files (path relative to /cah/ -> bytes). */
   staticFiles?: Map<string, Buffer>;
 }
@@ -241,7 +243,7 @@ export async function startCrawlHost(opts: CrawlHostOptions = {}): Promise<Crawl
   if (opts.staticFiles) {
     for (const [p, b] of opts.staticFiles) files.set(p, b);
   } else {
-    csvFiles = generateCrawlCsvs({ seed: opts.seed, imageBaseUrl: origin, files: opts.files, rowsPerFile: opts.rowsPerFile });
+    csvFiles = generateCrawlCsvs({ seed: opts.seed, imageBaseUrl: origin, files: opts.files, rowsPerFile: opts.rowsPerFile, faultRate: opts.faultRate });
     for (const f of csvFiles) {
       files.set(f.path, f.content);
       // The other per-job files workers left beside the CSV; an include pattern must skip them.
