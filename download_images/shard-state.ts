@@ -1,0 +1,67 @@
+// Which shards are done, and how a shard becomes done (reference 5, 12): a shard is finished iff its
+// `<shard>_stats.json` exists. Its other files are moved from temporary names to their final names
+// first and the stats file is written last, so a shard's files appear under final names only when
+// the whole shard is complete and a crash anywhere before that leaves the shard to be redone.
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { commitFile, TEMP_PREFIX, writeFileAtomic } from '../lib/atomic-file.ts';
+import type { DownloadConfig } from './options.ts';
+import { formatStatsJson, type ShardStatsJson } from './stats.ts';
+import type { PendingFile } from './writers.ts';
+
+export interface OutputState {
+  /** Shard ids to skip (incremental mode). */
+  doneShards: Set<number>;
+  /** Where numbering starts (extend mode: one past the highest existing shard). */
+  startShardId: number;
+}
+
+/** Shard ids of the top-level `<id>_stats.json` files (img2dataset: every `*.json`, id before `_`). */
+export async function finishedShards(outputFolder: string): Promise<Set<number>> {
+  const done = new Set<number>();
+  let names: string[];
+  try {
+    names = await readdir(outputFolder);
+  } catch {
+    return done;
+  }
+  for (const name of names) {
+    if (!name.endsWith('.json') || name.startsWith(TEMP_PREFIX)) continue;
+    const head = name.split('_')[0]!;
+    // img2dataset crashes on a json whose name does not start with an integer; we skip it.
+    if (/^\d+$/.test(head)) done.add(Number(head));
+  }
+  return done;
+}
+
+/** Applies --incremental-mode to the output folder and removes leftovers of interrupted runs. */
+export async function prepareOutput(outputFolder: string, mode: DownloadConfig['incrementalMode']): Promise<OutputState> {
+  if (mode === 'overwrite') await rm(outputFolder, { recursive: true, force: true });
+  await mkdir(outputFolder, { recursive: true });
+  for (const name of await readdir(outputFolder)) {
+    if (name.startsWith(TEMP_PREFIX)) await rm(join(outputFolder, name), { recursive: true, force: true });
+  }
+  const existing = await finishedShards(outputFolder);
+  if (mode === 'incremental') return { doneShards: existing, startShardId: 0 };
+  if (mode === 'extend') return { doneShards: new Set(), startShardId: existing.size ? Math.max(...existing) + 1 : 0 };
+  return { doneShards: new Set(), startShardId: 0 };
+}
+
+export function statsPath(outputFolder: string, shardName: string): string {
+  return join(outputFolder, `${shardName}_stats.json`);
+}
+
+/** Moves a shard's files to their final names, then writes its stats file: the shard is done. */
+export async function commitShard(outputFolder: string, shardName: string, files: PendingFile[], stats: ShardStatsJson): Promise<void> {
+  // A stale stats file from an earlier attempt must not mark a half-replaced shard done.
+  await rm(statsPath(outputFolder, shardName), { force: true });
+  for (const f of files) {
+    if (f.isDir) {
+      await rm(f.final, { recursive: true, force: true });
+      await rename(f.temp, f.final);
+    } else {
+      await commitFile(f.temp, f.final);
+    }
+  }
+  await writeFileAtomic(statsPath(outputFolder, shardName), formatStatsJson(stats));
+}
