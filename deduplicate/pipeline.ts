@@ -1,0 +1,317 @@
+// Stage 2 as one DuckDB job: CSV groups -> typed rows -> first row per (URL, TEXT) -> seeded
+// shuffle -> parquet parts. Everything large stays inside DuckDB, which spills to OUT/_tmp past
+// the memory limit; JS holds only the file list and counters.
+import { DuckDBInstance } from '@duckdb/node-api';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { writeFileAtomic } from '../lib/atomic-file.ts';
+import { errorMessage, log } from '../lib/log.ts';
+import { sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
+import { Progress } from '../lib/progress.ts';
+import { discoverCsvFiles, lineNumbersAt, readHeader, type CsvSource } from './csv-sources.ts';
+import { CAST_COLUMNS, CAST_MACROS_SQL, OUTPUT_COLUMNS, castExpression } from './schema.ts';
+
+export interface DedupOptions {
+  input: string;
+  outputFolder: string;
+  parts: number;
+  seed: number;
+  delimiter: string;
+  memoryLimit: string;
+  threads: number;
+  requireColumn: string;
+  fixSwappedDimensions: boolean;
+  /** Files per read_csv call; bounds the SQL text and the rejects kept in memory at once. */
+  filesPerBatch?: number;
+  /** Test hook: called after each loaded batch (a test kills the process here). */
+  onBatchLoaded?: (batch: number) => void;
+}
+
+export interface DedupSummary {
+  files_read: number;
+  files_skipped: Record<string, number>;
+  rows_read: number;
+  rows_rejected: number;
+  null_casts: Record<string, number>;
+  rows_unique: number;
+  duplicates_removed: number;
+  parts: number;
+  seconds: number;
+  /** Not in the contract's list: rows of skipped files, so that every row read is accounted for. */
+  rows_in_skipped_files: number;
+}
+
+export const ROW_GROUP_SIZE = 122_880;
+export const partName = (i: number): string => `part-${String(i).padStart(5, '0')}.parquet`;
+const REJECTS_TABLE = 'cah_reject_errors';
+const REJECTS_SCAN = 'cah_reject_scans';
+
+interface Group {
+  columns: string[];
+  files: { src: CsvSource; rank: number }[];
+}
+
+async function openWorkDb(dir: string, opts: DedupOptions): Promise<Db> {
+  // A database file rather than :memory: so table data is compressed and can be evicted.
+  const instance = await DuckDBInstance.create(join(dir, 'work.duckdb'), {
+    memory_limit: opts.memoryLimit,
+    threads: String(opts.threads),
+    temp_directory: join(dir, 'spill'),
+    preserve_insertion_order: 'true',
+  });
+  const connection = await instance.connect();
+  return {
+    connection,
+    run: async (sql) => void (await connection.run(sql)),
+    all: async <T>(sql: string) => (await connection.runAndReadAll(sql)).getRowObjectsJS() as T[],
+    async *stream<T>(sql: string) {
+      const result = await connection.stream(sql);
+      for await (const rows of result.yieldRowObjectJs()) yield rows as T[];
+    },
+    close() {
+      connection.closeSync();
+      instance.closeSync();
+    },
+  };
+}
+
+const num = (v: unknown): number => Number(v ?? 0);
+
+function csvOptions(columns: readonly string[], delimiter: string): string {
+  const struct = columns.map((c) => `${sqlString(c)}: 'VARCHAR'`).join(', ');
+  // pandas' dialect, stated in full so no sniffing can pick Spark's backslash escape or give up.
+  return [
+    `delim=${sqlString(delimiter)}`, `quote='"'`, `escape='"'`, 'header=true', 'auto_detect=false',
+    `columns={${struct}}`, 'store_rejects=true', `rejects_table=${sqlString(REJECTS_TABLE)}`,
+    `rejects_scan=${sqlString(REJECTS_SCAN)}`, `compression='auto'`, 'null_padding=false',
+  ].join(', ');
+}
+
+/** The typed output columns read from one column set; raw text stays in `raw_<name>`. */
+function selectTyped(columns: readonly string[], opts: DedupOptions): { inner: string; mask: string } {
+  const present = new Set(columns);
+  const source = (name: string): string => {
+    // Workers wrote width under HEIGHT and height under WIDTH (reference 6.1).
+    if (opts.fixSwappedDimensions && name === 'HEIGHT') return 'WIDTH';
+    if (opts.fixSwappedDimensions && name === 'WIDTH') return 'HEIGHT';
+    return name;
+  };
+  const inner = OUTPUT_COLUMNS.map((c) => {
+    const src = source(c.name);
+    const raw = present.has(src) ? sqlIdent(src) : 'NULL::VARCHAR';
+    return `${raw} AS ${sqlIdent(`raw_${c.name}`)}, ${castExpression(c.type, raw)} AS ${sqlIdent(c.name)}`;
+  }).join(', ');
+  const mask = CAST_COLUMNS.map((c, bit) => `(cast_failed(${sqlIdent(`raw_${c.name}`)}, ${sqlIdent(c.name)})::UTINYINT << ${bit})`).join(' | ');
+  return { inner, mask };
+}
+
+export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
+  const started = Date.now();
+  const out = resolve(opts.outputFolder);
+  const tmp = join(out, '_tmp');
+  const staging = join(tmp, 'staging');
+  // A rerun after a kill starts clean: nothing of an earlier attempt is reused.
+  await rm(join(out, '_SUCCESS'), { force: true });
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(join(staging, '_rejects'), { recursive: true });
+
+  // 1. Discover files and read their headers.
+  const sources = await discoverCsvFiles(opts.input);
+  if (sources.length === 0) throw new Error(`no *.csv or *.csv.gz files found under ${opts.input}; check --input`);
+  const discover = new Progress({ label: 'headers', total: sources.length, unit: 'files' });
+  const headers = new Array<Awaited<ReturnType<typeof readHeader>>>(sources.length);
+  let nextHeader = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(16, sources.length) }, async () => {
+      while (nextHeader < sources.length) {
+        const i = nextHeader++;
+        headers[i] = await readHeader(sources[i]!, opts.delimiter);
+        discover.item('columns' in headers[i]!);
+      }
+    }),
+  );
+  discover.stop();
+
+  const filesSkipped: Record<string, number> = {};
+  const skip = (reason: string): void => void (filesSkipped[reason] = (filesSkipped[reason] ?? 0) + 1);
+  const readGroups = new Map<string, Group>();
+  const skippedGroups = new Map<string, Group>();
+  sources.forEach((src, rank) => {
+    const h = headers[rank]!;
+    if ('skip' in h) return skip(h.skip);
+    const key = JSON.stringify(h.columns);
+    const target = h.columns.includes(opts.requireColumn) ? readGroups : skippedGroups;
+    if (!h.columns.includes(opts.requireColumn)) skip(`missing column ${opts.requireColumn}`);
+    const g = target.get(key) ?? { columns: h.columns, files: [] };
+    g.files.push({ src, rank });
+    target.set(key, g);
+  });
+  log.info(`${sources.length} files: ${readGroups.size} column sets to read, ${skippedGroups.size} skipped for lacking ${opts.requireColumn}`);
+
+  const db = await openWorkDb(tmp, opts);
+  try {
+    await db.run(CAST_MACROS_SQL);
+    const typed = OUTPUT_COLUMNS.map((c) => `${sqlIdent(c.name)} ${c.type}`).join(', ');
+    await db.run(`CREATE TABLE raw (file_rank INTEGER, ${typed}, cast_mask UTINYINT)`);
+    await db.run(`CREATE TABLE rejects_found (file_rank INTEGER, line_byte_position BIGINT, record_line BIGINT, reason VARCHAR, raw VARCHAR)`);
+
+    // 2. Load every readable group into `raw`, batch by batch; a batch DuckDB cannot read at all is
+    //    retried file by file so one corrupt file is skipped, not the whole group.
+    const perBatch = opts.filesPerBatch ?? 256;
+    const totalBytes = [...readGroups.values(), ...skippedGroups.values()].reduce((a, g) => a + g.files.reduce((b, f) => b + f.src.bytes, 0), 0);
+    const totalFiles = [...readGroups.values(), ...skippedGroups.values()].reduce((a, g) => a + g.files.length, 0);
+    const load = new Progress({ label: 'read', total: totalFiles, totalBytes, unit: 'files' });
+    let batchNo = 0;
+    let rowsInSkippedFiles = 0;
+
+    const loadFiles = async (g: Group, files: Group['files'], counting: boolean): Promise<void> => {
+      const list = `[${files.map((f) => sqlString(f.src.path)).join(', ')}]`;
+      const ranks = `[${files.map((f) => f.rank).join(', ')}]`;
+      const read = `read_csv(${list}, ${csvOptions(g.columns, opts.delimiter)})`;
+      const { inner, mask } = selectTyped(g.columns, opts);
+      const names = OUTPUT_COLUMNS.map((c) => sqlIdent(c.name)).join(', ');
+      const sql = counting
+        ? `SELECT count(*) AS n FROM ${read}`
+        : `INSERT INTO raw SELECT file_rank, ${names}, ${mask} FROM (SELECT ${ranks}[file_index::BIGINT + 1] AS file_rank, ${inner} FROM ${read})`;
+      try {
+        const rows = await db.all<{ n?: bigint }>(sql);
+        if (counting) rowsInSkippedFiles += num(rows[0]?.n);
+      } catch (err) {
+        // Only a file DuckDB cannot read is skipped; a mistake in our SQL must stop the run.
+        if (!/^(IO Error|Invalid Input Error|Conversion Error)/.test(errorMessage(err))) throw err;
+        await db.run(`DROP TABLE IF EXISTS ${REJECTS_TABLE}; DROP TABLE IF EXISTS ${REJECTS_SCAN}`);
+        if (files.length > 1) {
+          for (const f of files) await loadFiles(g, [f], counting);
+          return;
+        }
+        log.warn(`${files[0]!.src.path}: skipped, DuckDB cannot read it (${errorMessage(err)}); check or re-download the file`);
+        if (!counting) skip('unreadable');
+        return;
+      }
+      // One reject row per error, several per bad line: keep one per (file, line).
+      const rejected = `SELECT s.file_path, e.line_byte_position, min(e.line) AS line, arg_min(e.error_type || ': ' || e.error_message, e.byte_position) AS reason, min(e.csv_line) AS raw
+        FROM ${REJECTS_TABLE} e JOIN ${REJECTS_SCAN} s USING (scan_id, file_id) GROUP BY s.file_path, e.line_byte_position`;
+      if (counting) {
+        const [r] = await db.all<{ n: bigint }>(`SELECT count(*) AS n FROM (${rejected})`);
+        rowsInSkippedFiles += num(r?.n);
+      } else {
+        const rankOf = files.map((f) => `WHEN ${sqlString(f.src.path)} THEN ${f.rank}`).join(' ');
+        await db.run(`INSERT INTO rejects_found SELECT CASE file_path ${rankOf} END, line_byte_position, line, reason, raw FROM (${rejected})`);
+      }
+      await db.run(`DROP TABLE IF EXISTS ${REJECTS_TABLE}; DROP TABLE IF EXISTS ${REJECTS_SCAN}`);
+    };
+
+    for (const [groups, counting] of [[readGroups, false], [skippedGroups, true]] as const) {
+      for (const g of groups.values()) {
+        for (let i = 0; i < g.files.length; i += perBatch) {
+          const files = g.files.slice(i, i + perBatch);
+          await loadFiles(g, files, counting);
+          for (const f of files) {
+            load.item(true);
+            load.addBytes(f.src.bytes);
+          }
+          opts.onBatchLoaded?.(batchNo++);
+        }
+      }
+    }
+    load.stop();
+
+    // 3. Physical line numbers for the rejects, then _rejects/rejects.parquet.
+    const rejectFiles = await db.all<{ file_rank: number; offsets: bigint[] }>(
+      `SELECT file_rank, list(line_byte_position ORDER BY line_byte_position) AS offsets FROM rejects_found GROUP BY file_rank ORDER BY file_rank`,
+    );
+    await db.run(`CREATE TABLE reject_lines (file_rank INTEGER, line_byte_position BIGINT, line BIGINT)`);
+    for (const { file_rank, offsets } of rejectFiles) {
+      const lines = [...(await lineNumbersAt(sources[file_rank]!, offsets))];
+      for (let i = 0; i < lines.length; i += 10_000) {
+        const values = lines.slice(i, i + 10_000).map(([off, line]) => `(${file_rank}, ${off}, ${line})`).join(', ');
+        await db.run(`INSERT INTO reject_lines VALUES ${values}`);
+      }
+    }
+    await db.run(`CREATE TABLE files (file_rank INTEGER, file VARCHAR)`);
+    const appender = await db.connection.createAppender('files');
+    sources.forEach((s, rank) => {
+      appender.appendInteger(rank);
+      appender.appendVarchar(displayPath(s.path, opts.input));
+      appender.endRow();
+    });
+    appender.closeSync();
+    await copyParquet(
+      db,
+      `SELECT f.file, l.line, r.reason, r.raw FROM rejects_found r JOIN reject_lines l USING (file_rank, line_byte_position) JOIN files f USING (file_rank) ORDER BY r.file_rank, l.line`,
+      join(staging, '_rejects', 'rejects.parquet'),
+    );
+
+    // 4. Keep the first row per exact (URL, TEXT) in (file path, line) order: rowid follows the
+    //    insertion order, which DuckDB preserves within each file.
+    const dedup = new Progress({ label: 'dedup + shuffle', total: opts.parts + 2, unit: 'steps' });
+    const others = OUTPUT_COLUMNS.filter((c) => c.name !== 'URL' && c.name !== 'TEXT').map((c) => sqlIdent(c.name));
+    await db.run(`CREATE TABLE uniq AS
+      SELECT URL, TEXT, arg_min(struct_pack(${others.map((c) => `${c} := ${c}`).join(', ')}), (file_rank::HUGEINT << 64) + rowid) AS first
+      FROM raw GROUP BY URL, TEXT`);
+    dedup.item(true);
+    // 5. Seeded shuffle: order by a hash of (seed, URL, TEXT), the pair being unique from here on.
+    const seed = `${BigInt.asUintN(64, BigInt(opts.seed))}::UBIGINT`;
+    const cols = OUTPUT_COLUMNS.map((c) => (c.name === 'URL' || c.name === 'TEXT' ? sqlIdent(c.name) : `first.${sqlIdent(c.name)} AS ${sqlIdent(c.name)}`)).join(', ');
+    await db.run(`CREATE TABLE shuffled AS
+      SELECT ${cols}, h % ${opts.parts} AS part, h FROM (SELECT *, hash(${seed}, URL, TEXT) AS h FROM uniq)
+      ORDER BY part, h, URL NULLS FIRST, TEXT NULLS FIRST`);
+    await db.run('DROP TABLE uniq');
+    dedup.item(true);
+    const names = OUTPUT_COLUMNS.map((c) => sqlIdent(c.name)).join(', ');
+    for (let p = 0; p < opts.parts; p++) {
+      await copyParquet(db, `SELECT ${names} FROM shuffled WHERE part = ${p} ORDER BY h, URL NULLS FIRST, TEXT NULLS FIRST`, join(staging, partName(p)));
+      dedup.item(true);
+    }
+    dedup.stop();
+
+    const [counts] = await db.all<Record<string, bigint>>(`SELECT
+      (SELECT count(*) FROM raw) AS kept, (SELECT count(*) FROM shuffled) AS uniq, (SELECT count(*) FROM rejects_found) AS rejected,
+      ${CAST_COLUMNS.map((c, bit) => `(SELECT count(*) FILTER (WHERE cast_mask & ${1 << bit} <> 0) FROM raw) AS ${sqlIdent(`null_${c.name}`)}`).join(', ')}`);
+    const kept = num(counts!.kept);
+    const rowsUnique = num(counts!.uniq);
+    const rowsRejected = num(counts!.rejected);
+    const summary: DedupSummary = {
+      files_read: sources.length - Object.values(filesSkipped).reduce((a, b) => a + b, 0),
+      files_skipped: filesSkipped,
+      rows_read: kept + rowsRejected + rowsInSkippedFiles,
+      rows_rejected: rowsRejected,
+      null_casts: Object.fromEntries(CAST_COLUMNS.map((c) => [c.name, num(counts![`null_${c.name}`])])),
+      rows_unique: rowsUnique,
+      duplicates_removed: kept - rowsUnique,
+      parts: opts.parts,
+      seconds: 0,
+      rows_in_skipped_files: rowsInSkippedFiles,
+    };
+    db.close();
+
+    // 6. Publish: stale parts out, new ones renamed in, then the summary and _SUCCESS last.
+    for (const name of await readdir(out)) if (/^part-\d+\.parquet$/.test(name)) await rm(join(out, name), { force: true });
+    await mkdir(join(out, '_rejects'), { recursive: true });
+    await rename(join(staging, '_rejects', 'rejects.parquet'), join(out, '_rejects', 'rejects.parquet'));
+    for (let p = 0; p < opts.parts; p++) await rename(join(staging, partName(p)), join(out, partName(p)));
+    summary.seconds = Math.round((Date.now() - started) / 10) / 100;
+    await writeFileAtomic(join(out, '_summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    await rm(tmp, { recursive: true, force: true });
+    await writeFileAtomic(join(out, '_SUCCESS'), '');
+    return summary;
+  } catch (err) {
+    try {
+      db.close();
+    } catch {
+      // already closed
+    }
+    throw err;
+  }
+}
+
+/** Paths in rejects are shown relative to the input folder when it is one. */
+function displayPath(path: string, input: string): string {
+  if (/[*?]/.test(input)) return path;
+  const rel = relative(input, path);
+  return rel === '' ? path : rel;
+}
+
+async function copyParquet(db: Db, query: string, path: string): Promise<void> {
+  await db.run(`COPY (${query}) TO ${sqlString(path)} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${ROW_GROUP_SIZE})`);
+}
