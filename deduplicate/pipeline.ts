@@ -1,12 +1,11 @@
 // Stage 2 as one DuckDB job: CSV groups -> typed rows -> first row per (URL, TEXT) -> seeded
 // shuffle -> parquet parts. Everything large stays inside DuckDB, which spills to OUT/_tmp past
 // the memory limit; JS holds only the file list and counters.
-import { DuckDBInstance } from '@duckdb/node-api';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic-file.ts';
 import { errorMessage, log } from '../lib/log.ts';
-import { sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
+import { openDb, sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { discoverCsvFiles, lineNumbersAt, readHeader, type CsvSource } from './csv-sources.ts';
 import { CAST_COLUMNS, CAST_MACROS_SQL, OUTPUT_COLUMNS, castExpression } from './schema.ts';
@@ -49,30 +48,6 @@ const REJECTS_SCAN = 'cah_reject_scans';
 interface Group {
   columns: string[];
   files: { src: CsvSource; rank: number }[];
-}
-
-async function openWorkDb(dir: string, opts: DedupOptions): Promise<Db> {
-  // A database file rather than :memory: so table data is compressed and can be evicted.
-  const instance = await DuckDBInstance.create(join(dir, 'work.duckdb'), {
-    memory_limit: opts.memoryLimit,
-    threads: String(opts.threads),
-    temp_directory: join(dir, 'spill'),
-    preserve_insertion_order: 'true',
-  });
-  const connection = await instance.connect();
-  return {
-    connection,
-    run: async (sql) => void (await connection.run(sql)),
-    all: async <T>(sql: string) => (await connection.runAndReadAll(sql)).getRowObjectsJS() as T[],
-    async *stream<T>(sql: string) {
-      const result = await connection.stream(sql);
-      for await (const rows of result.yieldRowObjectJs()) yield rows as T[];
-    },
-    close() {
-      connection.closeSync();
-      instance.closeSync();
-    },
-  };
 }
 
 const num = (v: unknown): number => Number(v ?? 0);
@@ -148,7 +123,9 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
   });
   log.info(`${sources.length} files: ${readGroups.size} column sets to read, ${skippedGroups.size} skipped for lacking ${opts.requireColumn}`);
 
-  const db = await openWorkDb(tmp, opts);
+  // In memory, spilling to OUT/_tmp/spill past --memory-limit: measured twice as fast as a
+  // database file at 10M rows, with the same peak RSS (about 2.5 GB at a 2GB limit).
+  const db = await openDb({ memoryLimit: opts.memoryLimit, threads: opts.threads, tempDirectory: join(tmp, 'spill') });
   try {
     await db.run(CAST_MACROS_SQL);
     const typed = OUTPUT_COLUMNS.map((c) => `${sqlIdent(c.name)} ${c.type}`).join(', ');
@@ -244,29 +221,25 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
 
     // 4. Keep the first row per exact (URL, TEXT) in (file path, line) order: rowid follows the
     //    insertion order, which DuckDB preserves within each file.
-    const dedup = new Progress({ label: 'dedup + shuffle', total: opts.parts + 2, unit: 'steps' });
+    const dedup = new Progress({ label: 'dedup + shuffle', total: opts.parts + 1, unit: 'steps' });
     const others = OUTPUT_COLUMNS.filter((c) => c.name !== 'URL' && c.name !== 'TEXT').map((c) => sqlIdent(c.name));
+    const seed = `${BigInt.asUintN(64, BigInt(opts.seed))}::UBIGINT`;
     await db.run(`CREATE TABLE uniq AS
-      SELECT URL, TEXT, arg_min(struct_pack(${others.map((c) => `${c} := ${c}`).join(', ')}), (file_rank::HUGEINT << 64) + rowid) AS first
+      SELECT URL, TEXT, hash(${seed}, URL, TEXT) AS h, arg_min(struct_pack(${others.map((c) => `${c} := ${c}`).join(', ')}), (file_rank::HUGEINT << 64) + rowid) AS first
       FROM raw GROUP BY URL, TEXT`);
     dedup.item(true);
-    // 5. Seeded shuffle: order by a hash of (seed, URL, TEXT), the pair being unique from here on.
-    const seed = `${BigInt.asUintN(64, BigInt(opts.seed))}::UBIGINT`;
+    // 5. Seeded shuffle: part and order from a hash of (seed, URL, TEXT), the pair being unique
+    //    from here on. Each part is selected and sorted on its own, which is far cheaper than one
+    //    global sort of every row.
     const cols = OUTPUT_COLUMNS.map((c) => (c.name === 'URL' || c.name === 'TEXT' ? sqlIdent(c.name) : `first.${sqlIdent(c.name)} AS ${sqlIdent(c.name)}`)).join(', ');
-    await db.run(`CREATE TABLE shuffled AS
-      SELECT ${cols}, h % ${opts.parts} AS part, h FROM (SELECT *, hash(${seed}, URL, TEXT) AS h FROM uniq)
-      ORDER BY part, h, URL NULLS FIRST, TEXT NULLS FIRST`);
-    await db.run('DROP TABLE uniq');
-    dedup.item(true);
-    const names = OUTPUT_COLUMNS.map((c) => sqlIdent(c.name)).join(', ');
     for (let p = 0; p < opts.parts; p++) {
-      await copyParquet(db, `SELECT ${names} FROM shuffled WHERE part = ${p} ORDER BY h, URL NULLS FIRST, TEXT NULLS FIRST`, join(staging, partName(p)));
+      await copyParquet(db, `SELECT ${cols} FROM uniq WHERE h % ${opts.parts} = ${p} ORDER BY h, URL NULLS FIRST, TEXT NULLS FIRST`, join(staging, partName(p)));
       dedup.item(true);
     }
     dedup.stop();
 
     const [counts] = await db.all<Record<string, bigint>>(`SELECT
-      (SELECT count(*) FROM raw) AS kept, (SELECT count(*) FROM shuffled) AS uniq, (SELECT count(*) FROM rejects_found) AS rejected,
+      (SELECT count(*) FROM raw) AS kept, (SELECT count(*) FROM uniq) AS uniq, (SELECT count(*) FROM rejects_found) AS rejected,
       ${CAST_COLUMNS.map((c, bit) => `(SELECT count(*) FILTER (WHERE cast_mask & ${1 << bit} <> 0) FROM raw) AS ${sqlIdent(`null_${c.name}`)}`).join(', ')}`);
     const kept = num(counts!.kept);
     const rowsUnique = num(counts!.uniq);

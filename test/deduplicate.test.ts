@@ -185,10 +185,11 @@ test('deduplicate: a run killed with SIGKILL leaves nothing marked complete, and
       const child = spawn(process.execPath, ['--import', 'tsx', 'deduplicate/run.ts', '--input', big, '--output-folder', killed, '--parts', '3', '--memory-limit', '500MB'], { stdio: 'ignore' });
       let sawWork = false;
       const poll = setInterval(() => {
-        if (existsSync(join(killed, '_tmp', 'work.duckdb'))) {
+        // The rejects file is staged after loading and before the parts: kill between the two.
+        if (existsSync(join(killed, '_tmp', 'staging', '_rejects', 'rejects.parquet'))) {
           sawWork = true;
           clearInterval(poll);
-          setTimeout(() => child.kill('SIGKILL'), 150);
+          child.kill('SIGKILL');
         }
       }, 5);
       child.on('exit', (code, signal) => {
