@@ -67,6 +67,11 @@ function parseBool(raw: string, flag: string): boolean {
 }
 
 function convert(def: FlagDef, raw: string, flag: string): unknown {
+  // Python's None, as python-fire users pass it, means "the default" (img2dataset resolves a None
+  // --disallowed_header_directives to its default list, and a None column list to none).
+  if (raw === 'None' && def.type !== 'bool' && (def.type === 'list' || def.default === null || def.default === undefined)) {
+    return def.default ?? null;
+  }
   switch (def.type) {
     case 'string':
       if (def.choices && !def.choices.includes(raw)) {
@@ -99,7 +104,7 @@ function convert(def: FlagDef, raw: string, flag: string): unknown {
 /** Accepts a JSON list (`'["a","b"]'`, as img2dataset users pass it), a Python-ish list or `a,b`. */
 function parseList(raw: string, flag: string): string[] {
   const t = raw.trim();
-  if (t === '' || t === '[]' || t.toLowerCase() === 'none') return [];
+  if (t === '' || t === '[]') return [];
   if (t.startsWith('[')) {
     try {
       const v: unknown = JSON.parse(t.replace(/'/g, '"'));

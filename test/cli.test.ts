@@ -40,6 +40,11 @@ test('lists as img2dataset users pass them', () => {
   assert.deepEqual(p('["NSFW","similarity","LICENSE"]'), ['NSFW', 'similarity', 'LICENSE']);
   assert.deepEqual(p("['NSFW', 'similarity']"), ['NSFW', 'similarity']);
   assert.deepEqual(p('NSFW,similarity'), ['NSFW', 'similarity']);
+  assert.deepEqual(p('[]'), []);
+  // Python's None means the flag's default.
+  assert.equal(p('None'), null);
+  const withDefault = defineCli({ command: 't', summary: 's', flags: { d: { type: 'list', default: ['noai'], help: 'h' } } });
+  assert.deepEqual(withDefault.parse(['--d', 'None']).flags.d, ['noai']);
 });
 
 test('bad command lines are one clear error', () => {
