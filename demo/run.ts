@@ -55,8 +55,8 @@ async function main(): Promise<number> {
     await runStage('2b. statistics', 'deduplicate/stats.ts', ['--input', `${out}/dedup`, '--output-folder', `${out}/stats`]);
     await runStage('3. download_images', 'download_images/run.ts', [
       '--url_list', `${out}/dedup`, '--input_format', 'parquet', '--url_col', 'URL', '--caption_col', 'TEXT',
-      '--output_format', 'webdataset', '--output_folder', `${out}/images`, '--processes_count', '2', '--thread_count', '32',
-      '--image_size', '256', '--number_sample_per_shard', '500', '--timeout', '5',
+      '--output_format', 'webdataset', '--output_folder', `${out}/images`, '--processes_count', '2', '--thread_count', '16',
+      '--image_size', '256', '--number_sample_per_shard', '500', '--timeout', '10',
       '--save_additional_columns', '["NSFW","similarity","LICENSE"]', '--allow-private-addresses',
     ]);
   } catch (err) {
