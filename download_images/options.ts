@@ -65,7 +65,8 @@ export const FLAGS = {
   'max-image-pixels': { type: 'int', default: 268402689, help: 'Larger images fail as failed_to_resize without being decoded' },
   'per-host-connections': { type: 'int', default: 16, help: 'Concurrent connections per host, per worker process' },
   'respect-robots-txt': { type: 'bool', default: false, help: 'Honour robots.txt (not yet implemented: refused when True)' },
-  'redis-url': { type: 'string', default: null, help: 'Redis for --distributor bullmq' },
+  'redis-url': { type: 'string', default: null, help: 'Redis for --distributor bullmq, e.g. redis://host:6379 (workers: download_images/worker.ts)' },
+  'queue-name': { type: 'string', default: 'download_images', help: 'BullMQ queue for --distributor bullmq; one per concurrent run' },
 } as const;
 
 export const cli = defineCli({
@@ -124,6 +125,7 @@ export interface DownloadConfig {
   maxImagePixels: number;
   perHostConnections: number;
   redisUrl: string | null;
+  queueName: string;
 }
 
 const isNone = (v: string | null | undefined): boolean => v === null || v === undefined || v === 'None' || v === '';
@@ -134,6 +136,23 @@ function parseLimit(raw: string, flag: string): number {
   const n = Number(t);
   if (t === '' || Number.isNaN(n)) throw new CliError(`--${flag}: expected a number or inf, got "${raw}"`);
   return n;
+}
+
+/** Throws a CliError unless `url` is a redis:// or rediss:// URL (shared with download_images/worker.ts). */
+export function checkRedisUrl(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new CliError(`--redis-url: "${url}" is not a URL; write e.g. redis://127.0.0.1:6379`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new CliError(`--redis-url: expected redis:// or rediss://, got "${url}"`);
+  if (u.hostname === '') throw new CliError(`--redis-url: "${url}" names no host`);
+}
+
+/** BullMQ builds Redis keys as `bull:<queue>:...`, so a colon would split the name. */
+export function checkQueueName(name: string): void {
+  if (name === '' || name.includes(':')) throw new CliError(`--queue-name: "${name}" must be non-empty and contain no ':'`);
 }
 
 /** img2dataset's arguments_validator plus our own checks; throws CliError with one line. */
@@ -174,8 +193,11 @@ export function toConfig(f: Flags): DownloadConfig {
   if (f.ignoreSslCertificate) throw new CliError('--ignore-ssl-certificate True is not yet implemented');
   if (f.numberSamplePerShard < 1) throw new CliError('--number-sample-per-shard must be at least 1');
   if (f.threadCount < 1 || f.processesCount < 1) throw new CliError('--thread-count and --processes-count must be at least 1');
+  const redisUrl = isNone(f.redisUrl) ? null : f.redisUrl;
   if (f.distributor === 'bullmq') {
-    throw new CliError('--distributor bullmq is not yet implemented; use multiprocessing');
+    if (redisUrl === null) throw new CliError('--distributor bullmq needs --redis-url, e.g. redis://127.0.0.1:6379');
+    checkRedisUrl(redisUrl);
+    checkQueueName(f.queueName);
   }
   const directives = f.disallowedHeaderDirectives === null ? DEFAULT_DISALLOWED_DIRECTIVES : f.disallowedHeaderDirectives;
   return {
@@ -219,6 +241,7 @@ export function toConfig(f: Flags): DownloadConfig {
     maxImageBytes: parseByteSize(f.maxImageBytes),
     maxImagePixels: f.maxImagePixels,
     perHostConnections: f.perHostConnections,
-    redisUrl: isNone(f.redisUrl) ? null : f.redisUrl,
+    redisUrl,
+    queueName: f.queueName,
   };
 }

@@ -8,6 +8,7 @@ import { errorMessage, log } from '../lib/log.ts';
 import { openDb } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { distribute, killWorkers } from './distributor.ts';
+import { cancelQueuedShards, distributeBullmq } from './distributor-bullmq.ts';
 import { cli, toConfig, type DownloadConfig } from './options.ts';
 import { readShards, ReaderError, shardName, type InputShard } from './reader.ts';
 import { prepareOutput } from './shard-state.ts';
@@ -44,7 +45,9 @@ export async function downloadImages(config: DownloadConfig): Promise<RunResult>
   }
   let failed: InputShard[] = [];
   try {
-    const res = await distribute(shards(), {
+    // bullmq: shards go to a Redis queue for download_images/worker.ts processes, maybe on other machines.
+    const run = config.distributor === 'bullmq' ? distributeBullmq : distribute;
+    const res = await run(shards(), {
       config,
       outputFolder,
       onProgress: (ok, bad, bytes) => {
@@ -85,7 +88,10 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => {
     // As img2dataset: drop the shard inputs and stop; unfinished shards never reach final names.
     killWorkers();
-    void rm(join(outputFolder, '_tmp'), { recursive: true, force: true }).finally(() => process.exit(130));
+    // bullmq: queued shards are withdrawn first, or workers would start on deleted inputs.
+    void cancelQueuedShards()
+      .then(() => rm(join(outputFolder, '_tmp'), { recursive: true, force: true }))
+      .finally(() => process.exit(130));
   });
   try {
     const { summary, failedShards, skippedShards } = await downloadImages(config);

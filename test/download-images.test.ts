@@ -89,9 +89,9 @@ test('--help lists every option with its default', async () => {
   const bad = await runCli(['--url_list', 'x', '--output_format', 'tfrecord']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /tfrecord is not supported/);
-  const bull = await runCli(['--url_list', 'x', '--distributor', 'bullmq', '--redis-url', 'redis://127.0.0.1:1']);
+  const bull = await runCli(['--url_list', 'x', '--distributor', 'bullmq']);
   assert.equal(bull.code, 2);
-  assert.match(bull.stderr, /bullmq is not yet implemented/);
+  assert.match(bull.stderr, /--distributor bullmq needs --redis-url/);
 });
 
 test('mixed input end to end: every row once in the parquet with its status, successes in the tar, then incremental', async () => {
