@@ -220,20 +220,26 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     );
 
     // 4. Keep the first row per exact (URL, TEXT) in (file path, line) order: rowid follows the
-    //    insertion order, which DuckDB preserves within each file.
+    //    insertion order, which DuckDB preserves within each file. The aggregate keeps only the
+    //    winning row's position (a small state that spills well), then the rows are fetched back.
     const dedup = new Progress({ label: 'dedup + shuffle', total: opts.parts + 1, unit: 'steps' });
-    const others = OUTPUT_COLUMNS.filter((c) => c.name !== 'URL' && c.name !== 'TEXT').map((c) => sqlIdent(c.name));
     const seed = `${BigInt.asUintN(64, BigInt(opts.seed))}::UBIGINT`;
+    // (file rank, row) packed into one BIGINT: 2^23 files of up to 2^40 rows each.
+    const position = '((raw.file_rank::BIGINT << 40) + raw.rowid)';
+    // Row order inside these tables is irrelevant (parts are sorted by hash below), and keeping it
+    // pins memory that a tight --memory-limit cannot spare.
+    await db.run('SET preserve_insertion_order = false');
+    await db.run(`CREATE TABLE firsts AS SELECT min(${position}) AS pos FROM raw GROUP BY URL, TEXT`);
+    const names = OUTPUT_COLUMNS.map((c) => sqlIdent(c.name)).join(', ');
     await db.run(`CREATE TABLE uniq AS
-      SELECT URL, TEXT, hash(${seed}, URL, TEXT) AS h, arg_min(struct_pack(${others.map((c) => `${c} := ${c}`).join(', ')}), (file_rank::HUGEINT << 64) + rowid) AS first
-      FROM raw GROUP BY URL, TEXT`);
+      SELECT ${names}, hash(${seed}, URL, TEXT) AS h FROM raw SEMI JOIN firsts ON ${position} = firsts.pos`);
+    await db.run('DROP TABLE firsts');
     dedup.item(true);
     // 5. Seeded shuffle: part and order from a hash of (seed, URL, TEXT), the pair being unique
     //    from here on. Each part is selected and sorted on its own, which is far cheaper than one
     //    global sort of every row.
-    const cols = OUTPUT_COLUMNS.map((c) => (c.name === 'URL' || c.name === 'TEXT' ? sqlIdent(c.name) : `first.${sqlIdent(c.name)} AS ${sqlIdent(c.name)}`)).join(', ');
     for (let p = 0; p < opts.parts; p++) {
-      await copyParquet(db, `SELECT ${cols} FROM uniq WHERE h % ${opts.parts} = ${p} ORDER BY h, URL NULLS FIRST, TEXT NULLS FIRST`, join(staging, partName(p)));
+      await copyParquet(db, `SELECT ${names} FROM uniq WHERE h % ${opts.parts} = ${p} ORDER BY h, URL NULLS FIRST, TEXT NULLS FIRST`, join(staging, partName(p)));
       dedup.item(true);
     }
     dedup.stop();
