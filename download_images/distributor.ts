@@ -17,6 +17,7 @@ import type { DownloadConfig } from './options.ts';
 import type { InputShard } from './reader.ts';
 import { createResizer } from './resizer.ts';
 import { processShard, removeShardInput, type SampleDeps } from './sample-pipeline.ts';
+import { removeTempLeftovers } from './shard-state.ts';
 import type { ShardStatsJson } from './stats.ts';
 
 type ToWorker = { type: 'init'; config: DownloadConfig; outputFolder: string } | { type: 'shard'; shard: InputShard } | { type: 'exit' };
@@ -95,6 +96,7 @@ class Worker {
   private child: ChildProcess;
   private pending: { resolve: (m: FromWorker) => void } | null = null;
   private exited = false;
+  private closing = false;
   private fatal: string | null = null;
   private readonly ready: Promise<void>;
 
@@ -120,6 +122,7 @@ class Worker {
     });
     this.child.on('exit', (code, signal) => {
       this.exited = true;
+      if (!this.closing) workersLost++;
       markReady();
       const p = this.pending;
       this.pending = null;
@@ -147,6 +150,7 @@ class Worker {
 
   async close(): Promise<void> {
     if (this.exited) return;
+    this.closing = true;
     const gone = new Promise<void>((r) => this.child.once('exit', () => r()));
     this.send({ type: 'exit' });
     await gone;
@@ -158,6 +162,8 @@ class Worker {
 }
 
 const live = new Set<Worker>();
+/** Workers that died without being asked to (crash, OOM kill): their shard files are left behind. */
+let workersLost = 0;
 
 /** Kills every worker (SIGINT path). */
 export function killWorkers(): void {
@@ -243,11 +249,14 @@ async function* fromArray<T>(items: T[]): AsyncGenerator<T> {
 }
 
 export async function distribute(shards: AsyncIterable<InputShard>, o: DistributeOptions): Promise<DistributeResult> {
+  const lostBefore = workersLost;
   let failed = await pass(shards, o);
   for (let attempt = 1; attempt <= o.config.maxShardRetry && failed.length > 0; attempt++) {
     log.info(`Retrying the ${failed.length} failed shards, try ${attempt}`);
     failed = await pass(fromArray(failed), o);
   }
+  // Every worker of this run has exited by now, so the temporary files of the dead ones can go.
+  if (workersLost > lostBefore) await removeTempLeftovers(o.outputFolder);
   if (failed.length > 0) {
     log.warn(`${failed.length} shards still failed after ${o.config.maxShardRetry} retries: rerun the same command to redo them`);
   }
@@ -257,14 +266,30 @@ export async function distribute(shards: AsyncIterable<InputShard>, o: Distribut
 // ---------------------------------------------------------------------------------------------
 // The child side.
 
-async function runWorker(): Promise<void> {
+/**
+ * Ends this worker at once: no exit handlers, no waiting for DuckDB or libvips threads to wind down.
+ * Unfinished shard files stay under `.tmp-*` names, which the next run removes.
+ */
+function dieNow(): never {
+  process.kill(process.pid, 'SIGKILL');
+  // Unreachable; the signal is delivered synchronously to ourselves.
+  process.exit(1);
+}
+
+function runWorker(): void {
+  // The coordinator went away (killed, crashed): stop before writing anything more, so a rerun of
+  // the same command never races with a leftover worker committing the same shard. Registered
+  // before anything async so the event cannot be missed, and re-checked in case the channel was
+  // already gone when this module finished loading.
+  process.on('disconnect', dieNow);
+  if (!process.connected) dieNow();
   const send = (m: FromWorker): void => {
-    process.send?.(m);
+    if (process.connected) process.send?.(m);
   };
   let config: DownloadConfig | null = null;
   let outputFolder = '';
   let deps: SampleDeps | null = null;
-  const db = await openDb({ threads: 1 });
+  const dbReady = openDb({ threads: 1 });
   let ok = 0;
   let failedCount = 0;
   let bytes = 0;
@@ -277,6 +302,7 @@ async function runWorker(): Promise<void> {
   let chain: Promise<void> = Promise.resolve();
   process.on('message', (m: ToWorker) => {
     chain = chain.then(async () => {
+      const db = await dbReady;
       if (m.type === 'init') {
         config = m.config;
         outputFolder = m.outputFolder;
@@ -312,15 +338,14 @@ async function runWorker(): Promise<void> {
         flush();
         await deps?.close?.();
         db.close();
+        process.off('disconnect', dieNow);
         process.disconnect?.();
         process.exit(0);
       }
     });
   });
-  // The parent went away: nothing left to do.
-  process.on('disconnect', () => process.exit(0));
 }
 
 if (isMainModule(import.meta.url) && process.argv[2] === '--worker') {
-  await runWorker();
+  runWorker();
 }

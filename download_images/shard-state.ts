@@ -34,13 +34,25 @@ export async function finishedShards(outputFolder: string): Promise<Set<number>>
   return done;
 }
 
+/**
+ * Removes the `.tmp-*` files and folders of shards that never committed (a killed run or worker).
+ * Only safe while no worker writes into the folder.
+ */
+export async function removeTempLeftovers(outputFolder: string): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(outputFolder)) {
+    if (!name.startsWith(TEMP_PREFIX)) continue;
+    await rm(join(outputFolder, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
 /** Applies --incremental-mode to the output folder and removes leftovers of interrupted runs. */
 export async function prepareOutput(outputFolder: string, mode: DownloadConfig['incrementalMode']): Promise<OutputState> {
   if (mode === 'overwrite') await rm(outputFolder, { recursive: true, force: true });
   await mkdir(outputFolder, { recursive: true });
-  for (const name of await readdir(outputFolder)) {
-    if (name.startsWith(TEMP_PREFIX)) await rm(join(outputFolder, name), { recursive: true, force: true });
-  }
+  await removeTempLeftovers(outputFolder);
   const existing = await finishedShards(outputFolder);
   if (mode === 'incremental') return { doneShards: existing, startShardId: 0 };
   if (mode === 'extend') return { doneShards: new Set(), startShardId: existing.size ? Math.max(...existing) + 1 : 0 };

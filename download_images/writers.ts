@@ -207,11 +207,21 @@ class FilesSink implements SampleSink {
 
 let tableSeq = 0;
 
-/** Buffers the per-row results in DuckDB and writes the shard parquet joined with the input rows. */
+/** Rows per part file when images are stored, as img2dataset's parquet writer flushes. */
+const IMAGE_ROWS_PER_PART = 100;
+
+/**
+ * The per-row results joined with the input rows into the shard parquet. Without images the
+ * results (small) wait in a DuckDB table until the shard ends and are written in one go; with
+ * images (`--output-format parquet`) every 100 rows go out to a part file under a temporary
+ * name, merged at the end, so a shard's images are never all in memory at once.
+ */
 class MetadataParquet {
-  private readonly table = `res_${process.pid}_${++tableSeq}`;
+  private table = '';
   private appender: DuckDBAppender | null = null;
   private seq = 0;
+  private rowsInTable = 0;
+  private readonly parts: string[] = [];
   private readonly temp: string;
 
   constructor(private readonly ctx: ShardWriterContext, private readonly final: string, private readonly withImage: boolean) {
@@ -219,6 +229,8 @@ class MetadataParquet {
   }
 
   async open(): Promise<void> {
+    this.table = `res_${process.pid}_${++tableSeq}`;
+    this.rowsInTable = 0;
     await this.ctx.db.run(
       `CREATE TABLE ${this.table} (seq INTEGER, rn BIGINT, key VARCHAR, status VARCHAR, error_message VARCHAR,
        width INTEGER, height INTEGER, original_width INTEGER, original_height INTEGER, exif VARCHAR, hash VARCHAR, img BLOB)`,
@@ -226,7 +238,7 @@ class MetadataParquet {
     this.appender = await this.ctx.db.connection.createAppender(this.table);
   }
 
-  add(rec: SampleRecord): void {
+  async add(rec: SampleRecord): Promise<void> {
     const a = this.appender!;
     const int = (v: number | null): void => (v === null ? a.appendNull() : a.appendInteger(v));
     const str = (v: string | null): void => (v === null ? a.appendNull() : a.appendVarchar(v));
@@ -244,12 +256,17 @@ class MetadataParquet {
     if (this.withImage && rec.image) a.appendBlob(rec.image);
     else a.appendNull();
     a.endRow();
+    if (this.withImage && ++this.rowsInTable >= IMAGE_ROWS_PER_PART) {
+      const part = `${this.temp}.part-${String(this.parts.length).padStart(6, '0')}`;
+      this.parts.push(part);
+      await this.writeTable(part);
+      await this.open();
+    }
   }
 
-  async finish(): Promise<PendingFile[]> {
-    this.appender?.closeSync();
-    this.appender = null;
-    const { config, inputColumns, inputTable, db } = this.ctx;
+  /** The shard parquet's rows (input columns joined with the results) of the current table. */
+  private query(): string {
+    const { config, inputColumns, inputTable } = this.ctx;
     const hashName = config.computeHash;
     const cols: string[] = inputColumns.map((c) =>
       // With --verify-hash the input's hash column keeps its place and gets the computed value.
@@ -259,10 +276,42 @@ class MetadataParquet {
     if (config.extractExif) cols.push('r.exif');
     if (hashName !== null && !inputColumns.some((c) => c.name === hashName)) cols.push(`r.hash AS ${sqlIdent(hashName)}`);
     if (this.withImage) cols.push(`r.img AS ${sqlIdent(config.encodeFormat)}`);
-    const query = `SELECT ${cols.join(', ')} FROM ${this.table} r JOIN ${inputTable} i ON i.__rn = r.rn ORDER BY r.seq`;
-    await db.run(`COPY (${query}) TO ${sqlString(this.temp)} (FORMAT parquet, COMPRESSION snappy)`);
-    await db.run(`DROP TABLE ${this.table}`);
+    return `SELECT ${cols.join(', ')} FROM ${this.table} r JOIN ${inputTable} i ON i.__rn = r.rn ORDER BY r.seq`;
+  }
+
+  /** Writes the current table to `path` and drops it. */
+  private async writeTable(path: string): Promise<void> {
+    this.appender?.closeSync();
+    this.appender = null;
+    await this.ctx.db.run(`COPY (${this.query()}) TO ${sqlString(path)} (FORMAT parquet, COMPRESSION snappy)`);
+    await this.ctx.db.run(`DROP TABLE ${this.table}`);
+  }
+
+  async finish(): Promise<PendingFile[]> {
+    if (this.parts.length === 0) {
+      await this.writeTable(this.temp);
+    } else {
+      if (this.rowsInTable > 0) {
+        const part = `${this.temp}.part-${String(this.parts.length).padStart(6, '0')}`;
+        this.parts.push(part);
+        await this.writeTable(part);
+      } else {
+        this.appender?.closeSync();
+        this.appender = null;
+        await this.ctx.db.run(`DROP TABLE ${this.table}`);
+      }
+      // Parts in order, streamed: a file list scans file after file, rows in file order.
+      const list = `[${this.parts.map(sqlString).join(', ')}]`;
+      await this.ctx.db.run(
+        `COPY (SELECT * FROM read_parquet(${list})) TO ${sqlString(this.temp)} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${IMAGE_ROWS_PER_PART})`,
+      );
+      await this.removeParts();
+    }
     return [{ temp: this.temp, final: this.final }];
+  }
+
+  private async removeParts(): Promise<void> {
+    for (const p of this.parts.splice(0)) await rm(p, { force: true });
   }
 
   async abort(): Promise<void> {
@@ -272,7 +321,8 @@ class MetadataParquet {
       // already closed
     }
     this.appender = null;
-    await this.ctx.db.run(`DROP TABLE IF EXISTS ${this.table}`);
+    if (this.table) await this.ctx.db.run(`DROP TABLE IF EXISTS ${this.table}`);
+    await this.removeParts();
     await rm(this.temp, { force: true });
   }
 }
@@ -294,7 +344,7 @@ export async function createShardWriter(ctx: ShardWriterContext): Promise<ShardW
   return {
     write(rec) {
       const next = chain.then(async () => {
-        meta?.add(rec);
+        await meta?.add(rec);
         if (rec.status === 'success' && sink) await sink.write(rec);
       });
       chain = next.catch(() => {});
