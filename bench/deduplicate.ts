@@ -7,12 +7,13 @@
 //   python3 -m venv .bench/venv && .bench/venv/bin/pip install pyspark==3.5.3
 // Peak RSS is the sum over the command's process tree, sampled every 100 ms from /proc.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { defineCli } from '../lib/cli.ts';
 import { formatBytes } from '../lib/progress.ts';
 import { generateBenchCrawl } from './deduplicate/generate-csvs.ts';
+import { treeRssKb } from './process-tree.ts';
 
 const cli = defineCli({
   command: 'npx tsx bench/deduplicate.ts',
@@ -34,32 +35,6 @@ interface Timed {
   stdout: string;
 }
 
-/** RSS of a process and all its descendants, summed, from /proc. */
-function treeRss(root: number): number {
-  const children = new Map<number, number[]>();
-  const rss = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const pid = Number(name);
-      const ppid = Number(fields[1]);
-      rss.set(pid, Number(fields[21]) * 4096);
-      children.set(ppid, [...(children.get(ppid) ?? []), pid]);
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  let total = 0;
-  const stack = [root];
-  while (stack.length) {
-    const pid = stack.pop()!;
-    total += rss.get(pid) ?? 0;
-    stack.push(...(children.get(pid) ?? []));
-  }
-  return total;
-}
 
 /** Runs a command, sampling the RSS of its whole process tree (Spark's JVM is a grandchild). */
 async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Timed> {
@@ -70,7 +45,7 @@ async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = proce
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
   let peak = 0;
-  const sampler = setInterval(() => (peak = Math.max(peak, treeRss(child.pid!))), 100);
+  const sampler = setInterval(() => (peak = Math.max(peak, treeRssKb(child.pid!) * 1024)), 100);
   const code = await new Promise<number | null>((r) => child.on('close', r));
   clearInterval(sampler);
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.split('\n').slice(-15).join('\n')}`);

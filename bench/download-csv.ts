@@ -11,10 +11,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { defineCli } from '../lib/cli.ts';
 import { Rng } from '../demo/random.ts';
+import { startNginx } from './nginx.ts';
 
 const cli = defineCli({
   command: 'npx tsx bench/download-csv.ts',
@@ -55,16 +55,6 @@ async function makeTree(): Promise<string[]> {
   return paths;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
 interface Timed {
   seconds: number;
   cpuSeconds: number;
@@ -95,36 +85,8 @@ async function digestTree(dir: string, paths: string[]): Promise<string> {
 }
 
 const paths = await makeTree();
-const port = await freePort();
-const conf = join(work, 'nginx.conf');
-await writeFile(
-  conf,
-  `worker_processes 2;
-daemon off;
-pid ${work}/nginx.pid;
-error_log ${work}/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path ${work}/tmp;
-  proxy_temp_path ${work}/tmp;
-  fastcgi_temp_path ${work}/tmp;
-  uwsgi_temp_path ${work}/tmp;
-  scgi_temp_path ${work}/tmp;
-  server {
-    listen 127.0.0.1:${port};
-    root ${www};
-    location / { autoindex on; }
-  }
-}
-`,
-);
-await mkdir(join(work, 'tmp'), { recursive: true });
-const nginx = spawn('nginx', ['-c', conf, '-p', work], { stdio: 'inherit' });
-await new Promise((r) => setTimeout(r, 500));
-const base = `http://127.0.0.1:${port}`;
+const nginx = await startNginx({ root: www, workDir: work, workerProcesses: 2, autoindex: true });
+const base = nginx.origin;
 const totalMb = (paths.length * fileBytes) / 1e6;
 
 try {
@@ -162,5 +124,5 @@ try {
     ].join('\n') + '\n',
   );
 } finally {
-  nginx.kill('SIGQUIT');
+  nginx.stop();
 }

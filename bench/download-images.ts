@@ -11,16 +11,16 @@
 // The first run renders --distinct images with the demo generator (320-1600 px photo-like JPEGs)
 // and serves --images names cycling over them: decoding and resizing cost the same for a repeated
 // file, and rendering 100,000 distinct images would take longer than the benchmark itself.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { writeImageCorpus } from '../demo/images.ts';
 import { defineCli } from '../lib/cli.ts';
 import { openDb, sqlString } from '../lib/parquet.ts';
+import { startNginx } from './nginx.ts';
 import { runMeasured, type TreeRun } from './process-tree.ts';
 
 const cli = defineCli({
@@ -89,45 +89,6 @@ async function inputParquet(count: number, port: number): Promise<string> {
   return path;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function startNginx(port: number): Promise<() => void> {
-  const conf = join(work, 'nginx.conf');
-  await mkdir(join(work, 'tmp'), { recursive: true });
-  await writeFile(
-    conf,
-    `worker_processes 1;
-daemon off;
-pid ${work}/nginx.pid;
-error_log ${work}/nginx-error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 100000;
-  client_body_temp_path ${work}/tmp;
-  proxy_temp_path ${work}/tmp;
-  fastcgi_temp_path ${work}/tmp;
-  uwsgi_temp_path ${work}/tmp;
-  scgi_temp_path ${work}/tmp;
-  types { image/jpeg jpg; }
-  server { listen 127.0.0.1:${port}; root ${www}; }
-}
-`,
-  );
-  const nginx = spawn('nginx', ['-c', conf, '-p', work], { stdio: 'inherit' });
-  await new Promise((r) => setTimeout(r, 500));
-  return () => nginx.kill('SIGQUIT');
-}
-
 function ensurePeer(): void {
   if (existsSync(join(venv, 'bin', 'img2dataset'))) return;
   process.stderr.write(`installing img2dataset==1.47.0 into ${venv} ...\n`);
@@ -191,8 +152,8 @@ function line(r: Row): string {
 
 const distinct = await distinctImages();
 await servedTree(Math.max(flags.images, flags.rssImages), distinct);
-const port = await freePort();
-const stopNginx = await startNginx(port);
+const nginx = await startNginx({ root: www, workDir: work });
+const port = nginx.port;
 const rows: Row[] = [];
 try {
   const input = await inputParquet(flags.images, port);
@@ -225,5 +186,5 @@ try {
   if (big) out.push(`our peak RSS at ${flags.rssImages} vs ${flags.images} rows: ${((100 * big.run.peakTreeRssMb) / ours.run.peakTreeRssMb - 100).toFixed(1)}%   (target within 10%)`);
   process.stdout.write(out.join('\n') + '\n');
 } finally {
-  stopNginx();
+  nginx.stop();
 }

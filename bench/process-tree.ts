@@ -13,7 +13,8 @@ export interface TreeRun {
   stderrTail: string;
 }
 
-function treeRssKb(root: number): number {
+/** RSS of a process and all its descendants, summed, in KB, from /proc. */
+export function treeRssKb(root: number): number {
   const parent = new Map<number, number>();
   const rss = new Map<number, number>();
   for (const name of readdirSync('/proc')) {

@@ -6,27 +6,19 @@ import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import type { DownloadOutcome } from './downloader.ts';
 import type { DownloadConfig } from './options.ts';
 import { columnList, sampleKey, shardName } from './reader.ts';
+import type { ResizeResult } from './resizer.ts';
 import { commitShard } from './shard-state.ts';
 import { ShardStats, type SampleStatus, type ShardStatsJson } from './stats.ts';
 import { createShardWriter, PyFloat, pyStr, type InputColumn, type SampleRecord } from './writers.ts';
 
-export type DownloadOutcome = { ok: true; bytes: Buffer; url: string } | { ok: false; error: string };
-
-export interface ResizeOutcome {
-  image: Buffer | null;
-  width: number | null;
-  height: number | null;
-  originalWidth: number | null;
-  originalHeight: number | null;
-  error: string | null;
-}
 
 /** The per-sample steps, injectable so the shard logic can be tested on its own. */
 export interface SampleDeps {
   download(url: string): Promise<DownloadOutcome>;
-  resize(input: Buffer, bboxes?: number[][]): Promise<ResizeOutcome>;
+  resize(input: Buffer, bboxes?: number[][]): Promise<ResizeResult>;
   exif(input: Buffer): Promise<string>;
   close?(): Promise<void>;
 }
@@ -118,7 +110,7 @@ export async function processShard(task: ShardTask, o: ShardRunOptions): Promise
       const key = sampleKey(task.shardId, index, config.numberSamplePerShard, config.oomShardCount);
       let status: SampleStatus = 'success';
       let error: string | null = null;
-      let r: ResizeOutcome | null = null;
+      let r: ResizeResult | null = null;
       let exif: string | null = null;
       let hash: string | null = null;
       const dl = await deps.download(row.url === null || row.url === undefined ? '' : String(row.url));
