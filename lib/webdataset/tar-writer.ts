@@ -121,12 +121,17 @@ export class TarWriter {
   /** Writes the members of one sample adjacently, in sorted suffix order (as webdataset does). */
   async writeSample(sample: TarSample): Promise<void> {
     if (/[./]/.test(sample.key)) throw new Error(`a webdataset key cannot contain "." or "/": ${sample.key}`);
+    if (this.ended) throw new Error('tar already ended');
     const mtime = Date.now() / 1000;
+    const chunks: Buffer[] = [];
     for (const suffix of Object.keys(sample.members).sort()) {
       const v = sample.members[suffix]!;
       const data = typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
-      await this.writeMember({ name: `${sample.key}.${suffix}`, data, mtime });
+      chunks.push(...encodeMember({ name: `${sample.key}.${suffix}`, data, mtime }));
     }
+    // One write per sample: each write to a file stream can cost a thread-pool job, and that pool
+    // is the one doing the image decoding.
+    await this.push(Buffer.concat(chunks));
   }
 
   async writeMember(m: TarMember): Promise<void> {
