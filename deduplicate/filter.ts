@@ -3,9 +3,8 @@
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { writeFileAtomic } from '../lib/atomic-file.ts';
-import { defineCli } from '../lib/cli.ts';
+import { defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
@@ -119,6 +118,6 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMainModule(import.meta.url)) {
   process.exitCode = await main();
 }

@@ -1,7 +1,6 @@
 // Stage 2 CLI: crawling@home CSVs -> deduplicated, shuffled parquet parts (contracts.md section 2).
 import { availableParallelism } from 'node:os';
-import { pathToFileURL } from 'node:url';
-import { defineCli } from '../lib/cli.ts';
+import { defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { deduplicate, type DedupSummary } from './pipeline.ts';
 
@@ -61,6 +60,6 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   return 0;
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMainModule(import.meta.url)) {
   process.exitCode = await main();
 }

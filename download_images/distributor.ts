@@ -7,6 +7,8 @@
 //
 // The same file is the child's entry point (`distributor.ts --worker`).
 import { fork, type ChildProcess } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
@@ -105,7 +107,13 @@ class Worker {
       execArgv: childExecArgv(),
       serialization: 'advanced',
       // Enough libuv threads for concurrent resizes and DNS lookups.
-      env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' },
+      // MALLOC_ARENA_MAX: glibc gives each decoding thread its own heap arena, and libvips' buffers
+      // fragment them, so RSS creeps up over a long run (sharp's documentation advises this).
+      env: {
+        ...process.env,
+        UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8',
+        MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
+      },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let markReady: () => void = () => {};
@@ -289,7 +297,8 @@ function runWorker(): void {
   let config: DownloadConfig | null = null;
   let outputFolder = '';
   let deps: SampleDeps | null = null;
-  const dbReady = openDb({ threads: 1 });
+  // A shard's metadata rows are small; a fixed cap keeps DuckDB's buffer pool from growing with the run.
+  const dbReady = openDb({ threads: 1, memoryLimit: '256MB', tempDirectory: join(tmpdir(), `cah-prepro-duckdb-${process.pid}`) });
   let ok = 0;
   let failedCount = 0;
   let bytes = 0;

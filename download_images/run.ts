@@ -29,7 +29,8 @@ export async function downloadImages(config: DownloadConfig): Promise<RunResult>
   const summary = new RunSummary();
   const progress = new Progress({ label: 'download_images', unit: 'img', total: 0 });
   let expected = 0;
-  const db = await openDb({ threads: 2, memoryLimit: '1GB', tempDirectory: join(tmpDir, 'duckdb') });
+  // Sharding streams through DuckDB, which spills past this cap: memory does not grow with the input.
+  const db = await openDb({ threads: 2, memoryLimit: '256MB', tempDirectory: join(tmpDir, 'duckdb') });
   async function* shards(): AsyncGenerator<InputShard> {
     for await (const s of readShards(db, {
       ...config,

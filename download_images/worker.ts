@@ -9,6 +9,7 @@
 // runs out (--lock-duration + --stalled-interval).
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -114,7 +115,7 @@ export interface RunningWorker {
 export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
   await checkRedis(s.redisUrl);
   const me = workerName();
-  const db: Db = await openDb({ threads: Math.min(4, s.concurrency + 1) });
+  const db: Db = await openDb({ threads: Math.min(4, s.concurrency + 1), memoryLimit: '256MB', tempDirectory: join(tmpdir(), `cah-prepro-duckdb-${process.pid}`) });
   const redis = new Redis(s.redisUrl, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn(`redis: ${errorMessage(err)}`));
   // One HTTP pool per distinct download setting (normally one per run).
