@@ -16,6 +16,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { TEMP_PREFIX } from '../lib/atomic-file.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { Wakeup } from '../lib/wakeup.ts';
 import type { DistributeOptions, DistributeResult } from './distributor.ts';
 import type { DownloadConfig } from './options.ts';
 import type { InputShard } from './reader.ts';
@@ -150,12 +151,8 @@ export async function distributeBullmq(shards: AsyncIterable<InputShard>, o: Bul
   const failed: InputShard[] = [];
   let readerDone = false;
   let readerError: unknown = null;
-  let wake: (() => void) | null = null;
-  const notify = (): void => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
+  const wakeup = new Wakeup();
+  const notify = (): void => wakeup.notify();
 
   // Counts only what goes beyond the most this shard has shown, so a redone shard is not counted twice.
   const advance = (id: string, p: ShardJobProgress): void => {
@@ -300,9 +297,7 @@ export async function distributeBullmq(shards: AsyncIterable<InputShard>, o: Bul
     for (;;) {
       if (readerError) break;
       if (readerDone && pending.size === 0) break;
-      await new Promise<void>((r) => {
-        wake = r;
-      });
+      await wakeup.wait();
     }
     await pump;
     if (readerError) {

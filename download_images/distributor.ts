@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb } from '../lib/parquet.ts';
+import { Wakeup } from '../lib/wakeup.ts';
 import { createImageHttpClient, ImageDownloader } from './downloader.ts';
 import { extractExif } from './exif.ts';
 import type { DownloadConfig } from './options.ts';
@@ -183,12 +184,8 @@ async function pass(shards: AsyncIterable<InputShard>, o: DistributeOptions): Pr
   const queue: InputShard[] = [];
   let readerDone = false;
   let readerError: unknown = null;
-  let wake: (() => void) | null = null;
-  const notify = (): void => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
+  const wakeup = new Wakeup();
+  const notify = (): void => wakeup.notify();
   // Like img2dataset's pool feeder, the reader runs ahead so workers never wait for sharding.
   const pump = (async () => {
     try {
@@ -209,13 +206,7 @@ async function pass(shards: AsyncIterable<InputShard>, o: DistributeOptions): Pr
       const s = queue.shift();
       if (s) return s;
       if (readerDone) return null;
-      await new Promise<void>((r) => {
-        const prev = wake;
-        wake = () => {
-          prev?.();
-          r();
-        };
-      });
+      await wakeup.wait();
     }
   };
   const failed: InputShard[] = [];
