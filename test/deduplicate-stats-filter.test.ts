@@ -1,6 +1,6 @@
 // stats.ts and filter.ts on a small deduplicated crawl, checked against direct DuckDB queries.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCli } from './helpers/cli-process.ts';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -86,14 +86,8 @@ test('filter: keeps exactly the rows the conditions select, same schema, names a
 });
 
 test('filter: a bad --where is a one-line error naming the expression, exit 2', async () => {
-  const stderr: Buffer[] = [];
-  const code = await new Promise<number | null>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'deduplicate/filter.ts', '--input', parts, '--output-folder', join(root, 'bad'), '--where', 'lenght(TEXT) > 3'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr.on('data', (d: Buffer) => stderr.push(d));
-    child.on('exit', resolve);
-  });
+  const { code, stderr: text } = await runCli('deduplicate/filter.ts', ['--input', parts, '--output-folder', join(root, 'bad'), '--where', 'lenght(TEXT) > 3']);
   assert.equal(code, 2);
-  const text = Buffer.concat(stderr).toString();
   assert.doesNotMatch(text, /\n\s+at /, 'no stack trace');
   assert.match(text.trim().split('\n').at(-1)!, /^error: --where "lenght\(TEXT\) > 3" is not a usable SQL boolean expression: .*lenght/);
 });

@@ -1,7 +1,7 @@
 // Stage 2 on CSVs from the demo crawl generator: counts checked against counts computed here,
 // first-occurrence rows, exact captions, rejects with physical line numbers, determinism, kill + rerun.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCli, startCli } from './helpers/cli-process.ts';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -180,9 +180,10 @@ test('deduplicate: a run killed with SIGKILL leaves nothing marked complete, and
   // An earlier complete output with another seed, so a half-replaced folder would show.
   await deduplicate(options(killed, { input: big, seed: 5 }));
 
+  const cliArgs = ['--input', big, '--output-folder', killed, '--parts', '3', '--memory-limit', '500MB'];
   const run = (): Promise<{ code: number | null; signal: NodeJS.Signals | null; sawWork: boolean }> =>
     new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'deduplicate/run.ts', '--input', big, '--output-folder', killed, '--parts', '3', '--memory-limit', '500MB'], { stdio: 'ignore' });
+      const { child } = startCli('deduplicate/run.ts', cliArgs);
       let sawWork = false;
       const poll = setInterval(() => {
         // The rejects file is staged after loading and before the parts: kill between the two.
@@ -202,23 +203,16 @@ test('deduplicate: a run killed with SIGKILL leaves nothing marked complete, and
   assert.ok(r.sawWork);
   assert.ok(!existsSync(join(killed, '_SUCCESS')), 'a killed run is not marked complete');
 
-  const rerun = await new Promise<number | null>((resolve) => {
-    spawn(process.execPath, ['--import', 'tsx', 'deduplicate/run.ts', '--input', big, '--output-folder', killed, '--parts', '3', '--memory-limit', '500MB'], { stdio: 'ignore' }).on('exit', resolve);
-  });
-  assert.equal(rerun, 0);
+  const rerun = await runCli('deduplicate/run.ts', cliArgs);
+  assert.equal(rerun.code, 0);
   assert.deepEqual(partBytes(killed), partBytes(clean));
   assert.deepEqual(readFileSync(join(killed, '_rejects', 'rejects.parquet')), readFileSync(join(clean, '_rejects', 'rejects.parquet')));
   assert.ok(existsSync(join(killed, '_SUCCESS')));
 });
 
 test('deduplicate CLI: a missing input is a one-line error and exit 1', async () => {
-  const stderr: Buffer[] = [];
-  const code = await new Promise<number | null>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'deduplicate/run.ts', '--input', join(root, 'nope'), '--output-folder', join(root, 'x')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr.on('data', (d: Buffer) => stderr.push(d));
-    child.on('exit', resolve);
-  });
+  const { code, stderr } = await runCli('deduplicate/run.ts', ['--input', join(root, 'nope'), '--output-folder', join(root, 'x')]);
   assert.equal(code, 1);
-  const lines = Buffer.concat(stderr).toString().trim().split('\n');
+  const lines = stderr.trim().split('\n');
   assert.match(lines.at(-1)!, /^error: input .*nope does not exist/);
 });

@@ -1,7 +1,7 @@
 // End to end through the real CLI (worker processes, downloader, resizer) against the demo crawl
 // host with the images and faults routes: a mixed input of good images and faulty URLs.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCli as runCliProcess, type CliRun } from './helpers/cli-process.ts';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,16 +47,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', RUN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const runCli = (args: string[]): Promise<CliRun> => runCliProcess(RUN, args);
 
 /** A CSV of good images and one URL per fault kind, in a fixed shuffled order. */
 async function mixedInput(path: string): Promise<Expect[]> {
