@@ -3,7 +3,7 @@
 // lists cut into shards under <out>/_tmp -> shards handed to worker processes -> summary.
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { CliError, isMainModule } from '../lib/cli.ts';
+import { exitOnCliError, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
@@ -74,16 +74,7 @@ export async function downloadImages(config: DownloadConfig): Promise<RunResult>
 
 async function main(): Promise<void> {
   const { flags } = cli.run();
-  let config: DownloadConfig;
-  try {
-    config = toConfig(flags);
-  } catch (err) {
-    if (err instanceof CliError) {
-      log.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config: DownloadConfig = exitOnCliError(() => toConfig(flags));
   if (config.enableWandb) log.warn('--enable-wandb: Weights & Biases logging is not available in this implementation; continuing without it');
   const outputFolder = resolve(config.outputFolder);
   process.once('SIGINT', () => {

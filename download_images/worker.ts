@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
+import { CliError, defineCli, exitOnCliError, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb, type Db } from '../lib/parquet.ts';
 import {
@@ -274,16 +274,7 @@ export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
 
 async function main(): Promise<void> {
   const { flags } = workerCli.run();
-  let settings: WorkerSettings;
-  try {
-    settings = toWorkerSettings(flags);
-  } catch (err) {
-    if (err instanceof CliError) {
-      log.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const settings: WorkerSettings = exitOnCliError(() => toWorkerSettings(flags));
   let w: RunningWorker;
   try {
     w = await startWorker(settings);

@@ -224,17 +224,11 @@ export function defineCli<const T extends FlagTable>(spec: CliSpec<T>): Cli<T> {
       process.stdout.write(help());
       process.exit(0);
     }
-    try {
+    return exitOnCliError(() => {
       const parsed = parse(argv);
       process.stderr.write(`${spec.command}${parsed.positionals.map((p) => ` ${p}`).join('')}, settings:\n${describe(parsed.flags)}\n`);
       return parsed;
-    } catch (err) {
-      if (err instanceof CliError) {
-        process.stderr.write(`error: ${err.message}\n`);
-        process.exit(2);
-      }
-      throw err;
-    }
+    });
   }
 
   return { parse, help, describe, run };
@@ -271,6 +265,22 @@ function show(v: unknown): string {
   if (Array.isArray(v)) return JSON.stringify(v);
   if (typeof v === 'object') return JSON.stringify(v);
   return String(v);
+}
+
+/**
+ * Runs a command-line check (parsing, or a stage's own validation of the parsed flags): a CliError
+ * becomes a one-line `error: ...` and exit code 2, as for any bad command line.
+ */
+export function exitOnCliError<R>(check: () => R): R {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof CliError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
 }
 
 /** Parses sizes such as `50MB`, `4G`, `16GiB`, `1e6` into bytes. */
