@@ -52,8 +52,8 @@ export async function downloadImages(config: DownloadConfig): Promise<RunResult>
       config,
       outputFolder,
       onProgress: (ok, bad, bytes) => {
-        for (let i = 0; i < ok; i++) progress.item(true);
-        for (let i = 0; i < bad; i++) progress.item(false);
+        progress.item(true, ok);
+        progress.item(false, bad);
         progress.addBytes(bytes);
       },
       onShardDone: (shard, stats) => {

@@ -55,11 +55,11 @@ export class Progress {
     this.bytes += n;
   }
 
-  /** Records one finished item. */
-  item(success: boolean): void {
-    this.done++;
-    if (success) this.ok++;
-    else this.failed++;
+  /** Records `count` finished items (one by default). */
+  item(success: boolean, count = 1): void {
+    this.done += count;
+    if (success) this.ok += count;
+    else this.failed += count;
   }
 
   snapshot(): ProgressSnapshot {
