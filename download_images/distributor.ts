@@ -73,6 +73,7 @@ export async function createSampleDeps(config: DownloadConfig): Promise<SampleDe
     maxImageArea: config.maxImageArea,
     maxAspectRatio: config.maxAspectRatio,
     maxImagePixels: config.maxImagePixels,
+    engine: config.resizeEngine,
   });
   return {
     download: (url) => downloader.download(url),

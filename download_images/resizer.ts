@@ -1,9 +1,17 @@
-// img2dataset 1.47's resizer (reference img2dataset.md section 3) on sharp/libvips: the same
-// filters, output sizes, padding, crop offsets, error strings and encode settings, with sharp's
-// shrink-on-load doing the decode. Deliberate differences: EXIF orientation is applied first,
-// greyscale/CMYK become RGB, GIFs decode (first frame), and a decompression-bomb cap is checked
-// from the header before any pixel is decoded.
-import sharp, { type KernelEnum, type Metadata, type Sharp, type SharpOptions } from 'sharp';
+// img2dataset 1.47's resizer (reference img2dataset.md section 3): the same filters, output sizes,
+// padding, crop offsets, error strings and encode settings. Three engines:
+// - fast (the default when lib/image-ops is built): plain JPEGs are decoded by libjpeg-turbo with
+//   DCT-domain downscaling, resampled (exact INTER_AREA footprints for "area"), padded or cropped
+//   and encoded in one call off the JS thread; other inputs are decoded by sharp, then go through
+//   the same resampler and encoder. About half the CPU of the sharp engine (download_images/README).
+// - exact: the same without DCT-domain downscaling. What OpenCV does, so a downscaled plain JPEG
+//   comes out byte-identical to img2dataset's (test/resizer-exact.test.ts), at about the CPU of sharp.
+// - sharp: libvips does it all, with its own shrink-on-load and kernels.
+// Deliberate differences from img2dataset: EXIF orientation is applied first, greyscale/CMYK become
+// RGB, GIFs decode (first frame), and a decompression-bomb cap is checked from the header before
+// any pixel is decoded.
+import sharp, { type KernelEnum, type Sharp, type SharpOptions } from 'sharp';
+import { dctScaleDenom, isJpeg, loadImageOps, readJpegMarkers, type ImageOp, type ImageOps, type ResampleKernel } from '../lib/image-ops/index.ts';
 import { blurBoxes } from './blurrer.ts';
 
 export type ResizeMode = 'no' | 'border' | 'keep_ratio' | 'keep_ratio_largest' | 'center_crop';
@@ -25,7 +33,12 @@ export interface ResizerOptions {
   maxAspectRatio: number;
   /** Decompression-bomb cap, checked from the header: larger images fail without being decoded. */
   maxImagePixels: number;
+  /** fast and exact need the built addon (npm run build:native); without it they mean sharp. */
+  engine?: ResizerEngine;
 }
+
+export const RESIZER_ENGINES = ['fast', 'exact', 'sharp'] as const;
+export type ResizerEngine = (typeof RESIZER_ENGINES)[number];
 
 export interface ResizeResult {
   image: Buffer | null;
@@ -86,6 +99,25 @@ export function kernelFor(interpolation: string): Kernel {
   const k = KERNELS[interpolation.toLowerCase()];
   if (!k) throw new Error(`Invalid option for interpolation: ${interpolation}`);
   return k;
+}
+
+const NATIVE_KERNELS: Record<string, ResampleKernel> = {
+  nearest: 'nearest',
+  linear: 'linear',
+  bilinear: 'linear',
+  area: 'area',
+  cubic: 'cubic',
+  bicubic: 'cubic',
+  lanczos: 'lanczos4',
+  lanczos4: 'lanczos4',
+};
+
+/** The engine createResizer will use (fast when not asked), and why when it is not the asked-for one. */
+export function resolveEngine(asked: ResizerEngine | undefined): { engine: ResizerEngine; ops: ImageOps | null; note: string | null } {
+  if (asked === 'sharp') return { engine: 'sharp', ops: null, note: null };
+  const { ops, reason } = loadImageOps();
+  if (ops) return { engine: asked ?? 'fast', ops, note: null };
+  return { engine: 'sharp', ops: null, note: `the ${asked ?? 'fast'} resize engine is unavailable (${reason}); resizing with sharp, at about twice the CPU per image` };
 }
 
 /** Python's round(): half to even. */
@@ -223,12 +255,59 @@ const fail = (error: string): ResizeResult => ({
   error,
 });
 
+/** Header facts, read without decoding pixels. */
+interface Probe {
+  width: number;
+  height: number;
+  orientation: number;
+  hasAlpha: boolean;
+  /** libjpeg-turbo can take it as is: a YCbCr/grey/RGB JPEG, upright, without an ICC profile. */
+  plainJpeg: boolean;
+}
+
+const PLAIN_JPEG_SPACES = new Set(['ycbcr', 'grayscale', 'rgb']);
+
+async function probe(input: Buffer, ops: ImageOps | null): Promise<Probe | null> {
+  if (ops && isJpeg(input)) {
+    try {
+      const h = ops.readHeader(input);
+      const m = readJpegMarkers(input);
+      return {
+        width: h.width,
+        height: h.height,
+        orientation: m.orientation,
+        hasAlpha: false,
+        plainJpeg: PLAIN_JPEG_SPACES.has(h.colorSpace) && m.orientation === 1 && !m.hasIccProfile,
+      };
+    } catch {
+      // Not something libjpeg reads: let libvips try.
+    }
+  }
+  try {
+    const meta = await sharp(input, { limitInputPixels: false, failOn: 'none', pages: 1 }).metadata();
+    if (!meta.width || !meta.height) return null;
+    return { width: meta.width, height: meta.height, orientation: meta.orientation ?? 1, hasAlpha: meta.hasAlpha, plainJpeg: false };
+  } catch {
+    return null;
+  }
+}
+
 export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: number[][]) => Promise<ResizeResult> {
   const o = { ...opts };
   validateResizerOptions(o);
+  const { engine, ops } = resolveEngine(o.engine);
   const upKernel = kernelFor(o.upscaleInterpolation);
   const downKernel = kernelFor(o.downscaleInterpolation);
+  // OpenCV's own Lanczos (img2dataset's default for enlarging) wherever antialiasing does not
+  // matter: every enlargement, and shrinks in the exact engine.
+  const nativeKernel = (name: string, shrink: boolean): ResampleKernel => {
+    const k = NATIVE_KERNELS[name.toLowerCase()]!;
+    return k === 'lanczos4' && (!shrink || engine === 'exact') ? 'opencv-lanczos4' : k;
+  };
+  const nativeUp = nativeKernel(o.upscaleInterpolation, false);
+  const nativeDown = nativeKernel(o.downscaleInterpolation, true);
   const target = o.encodeFormat;
+  const jpegQuality = Math.min(100, Math.max(1, Math.round(o.encodeQuality)));
   const sharpInput = {
     limitInputPixels: o.maxImagePixels,
     // Decode what a browser would show; a truncated file still yields an image, as with OpenCV.
@@ -236,31 +315,85 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     pages: 1,
   } satisfies SharpOptions;
 
+  /** Upright sRGB pixels without alpha (flattened on white), decoded by libvips. */
+  const decodeWithSharp = async (input: Buffer, hasAlpha: boolean) => {
+    let img = sharp(input, sharpInput).autoOrient();
+    if (hasAlpha) img = img.flatten({ background: WHITE });
+    return img.toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  };
+
+  /** fast and exact: one addon call for a plain JPEG, libvips decode + addon otherwise. */
+  async function resizeNative(addon: ImageOps, input: Buffer, p: Probe, plan: ResizePlan, boxes: number[][] | null): Promise<Buffer> {
+    const resize: ImageOp = plan.resized
+      ? { resizeWidth: plan.resizedWidth, resizeHeight: plan.resizedHeight, kernel: plan.downscale ? nativeDown : nativeUp }
+      : {};
+    const finish: ImageOp = { crop: plan.crop, pad: plan.pad, quality: target === 'jpg' ? jpegQuality : 0 };
+    let pixels: { data: Buffer; width: number; height: number; channels: number } | null = null;
+    if (p.plainJpeg) {
+      const denom = engine === 'fast' && plan.resized && plan.downscale ? dctScaleDenom(p.width, p.height, plan.resizedWidth, plan.resizedHeight) : 1;
+      try {
+        pixels = await addon.transformJpeg(input, boxes ? { denom, ...resize } : { denom, ...resize, ...finish });
+      } catch {
+        // Data libjpeg gives up on: libvips gets its chance below.
+      }
+    }
+    if (!pixels) {
+      const { data, info } = await decodeWithSharp(input, p.hasAlpha);
+      pixels = await addon.transformRaw(data, info.width, info.height, info.channels, boxes ? resize : { ...resize, ...finish });
+    } else if (!boxes) {
+      return target === 'jpg' ? pixels.data : encodeRaw(pixels.data, pixels.width, pixels.height, pixels.channels);
+    }
+    if (boxes) {
+      // Blurring needs the pixels between the resize and the crop / pad.
+      blurBoxes(pixels.data, pixels.width, pixels.height, pixels.channels, boxes);
+      pixels = await addon.transformRaw(pixels.data, pixels.width, pixels.height, pixels.channels, finish);
+    }
+    return target === 'jpg' ? pixels.data : encodeRaw(pixels.data, pixels.width, pixels.height, pixels.channels);
+  }
+
+  const encodeRaw = (data: Buffer, width: number, height: number, channels: number): Promise<Buffer> =>
+    encode(sharp(data, { raw: { width, height, channels: channels as 1 | 3 } }), o).toBuffer();
+
+  /** The sharp engine: one libvips pipeline from the encoded buffer, so libvips can shrink on load. */
+  async function resizeSharp(input: Buffer, p: Probe, plan: ResizePlan, boxes: number[][] | null, w: number, h: number): Promise<Buffer> {
+    let img = sharp(input, sharpInput).autoOrient();
+    if (p.hasAlpha) img = img.flatten({ background: WHITE });
+    img = img.toColourspace('srgb');
+    if (plan.resized && (plan.resizedWidth !== w || plan.resizedHeight !== h)) {
+      img = img.resize(plan.resizedWidth, plan.resizedHeight, {
+        fit: 'fill',
+        kernel: plan.downscale ? downKernel : upKernel,
+      });
+    }
+    if (boxes) {
+      // Blurring needs the pixels between the resize and the crop / pad.
+      const { data, info } = await img.removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      blurBoxes(data, info.width, info.height, info.channels, boxes);
+      img = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
+      // img2dataset forgets to re-encode after a blur on the unresized path; we do not.
+    }
+    if (plan.crop) img = img.extract(plan.crop);
+    if (plan.pad) img = await padWhite(img, plan.pad);
+    return encode(img, o).toBuffer();
+  }
+
   return async function resize(input: Buffer, bboxes?: number[][]): Promise<ResizeResult> {
     if (o.disableAllReencoding) {
       return { image: input, width: null, height: null, originalWidth: null, originalHeight: null, error: null };
     }
     let encodeNeeded = o.skipReencode ? imghdrWhat(input) !== target : true;
 
-    let meta: Metadata;
-    try {
-      // Header only: the pixel cap is checked here so a bomb gets its own message.
-      meta = await sharp(input, { ...sharpInput, limitInputPixels: false }).metadata();
-    } catch {
-      return fail(RESIZE_ERRORS.decoding);
-    }
-    const rawW = meta.width;
-    const rawH = meta.height;
-    if (!rawW || !rawH) return fail(RESIZE_ERRORS.decoding);
-    if (rawW * rawH > o.maxImagePixels) return fail(RESIZE_ERRORS.tooManyPixels);
+    // Header only: the pixel cap is checked here so a bomb gets its own message.
+    const p = await probe(input, ops);
+    if (!p) return fail(RESIZE_ERRORS.decoding);
+    if (p.width * p.height > o.maxImagePixels) return fail(RESIZE_ERRORS.tooManyPixels);
 
-    const orientation = meta.orientation ?? 1;
-    const swap = orientation >= 5 && orientation <= 8;
-    const w = swap ? rawH : rawW;
-    const h = swap ? rawW : rawH;
+    const swap = p.orientation >= 5 && p.orientation <= 8;
+    const w = swap ? p.height : p.width;
+    const h = swap ? p.width : p.height;
     // Kept bytes would still carry the tag, so readers that ignore EXIF would see other sizes.
-    if (orientation !== 1) encodeNeeded = true;
-    if (meta.hasAlpha) encodeNeeded = true;
+    if (p.orientation !== 1) encodeNeeded = true;
+    if (p.hasAlpha) encodeNeeded = true;
 
     if (Math.min(h, w) < o.minImageSize) return fail(RESIZE_ERRORS.tooSmall);
     if (h * w > o.maxImageArea) return fail(RESIZE_ERRORS.areaTooLarge);
@@ -274,26 +407,7 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
       if (!encodeNeeded && !boxes) {
         return { image: input, width: w, height: h, originalWidth: w, originalHeight: h, error: null };
       }
-      // One pipeline from the encoded buffer so libvips can shrink on load.
-      let img = sharp(input, sharpInput).autoOrient();
-      if (meta.hasAlpha) img = img.flatten({ background: WHITE });
-      img = img.toColourspace('srgb');
-      if (plan.resized && (plan.resizedWidth !== w || plan.resizedHeight !== h)) {
-        img = img.resize(plan.resizedWidth, plan.resizedHeight, {
-          fit: 'fill',
-          kernel: plan.downscale ? downKernel : upKernel,
-        });
-      }
-      if (boxes) {
-        // Blurring needs the pixels between the resize and the crop / pad.
-        const { data, info } = await img.removeAlpha().raw().toBuffer({ resolveWithObject: true });
-        blurBoxes(data, info.width, info.height, info.channels, boxes);
-        img = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
-        // img2dataset forgets to re-encode after a blur on the unresized path; we do not.
-      }
-      if (plan.crop) img = img.extract(plan.crop);
-      if (plan.pad) img = await padWhite(img, plan.pad);
-      const out = await encode(img, o).toBuffer();
+      const out = ops ? await resizeNative(ops, input, p, plan, boxes) : await resizeSharp(input, p, plan, boxes, w, h);
       return { image: out, width: plan.width, height: plan.height, originalWidth: w, originalHeight: h, error: null };
     } catch (err) {
       return fail(err instanceof Error ? err.message : String(err));

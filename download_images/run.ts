@@ -11,6 +11,7 @@ import { distribute, killWorkers } from './distributor.ts';
 import { cancelQueuedShards, distributeBullmq } from './distributor-bullmq.ts';
 import { cli, toConfig, type DownloadConfig } from './options.ts';
 import { readShards, ReaderError, shardName, type InputShard } from './reader.ts';
+import { resolveEngine } from './resizer.ts';
 import { prepareOutput } from './shard-state.ts';
 import { loggerLine, RunSummary } from './stats.ts';
 
@@ -76,6 +77,8 @@ async function main(): Promise<void> {
   const { flags } = cli.run();
   const config: DownloadConfig = exitOnCliError(() => toConfig(flags));
   if (config.enableWandb) log.warn('--enable-wandb: Weights & Biases logging is not available in this implementation; continuing without it');
+  const engine = resolveEngine(config.resizeEngine);
+  if (engine.note) log.warn(engine.note);
   const outputFolder = resolve(config.outputFolder);
   process.once('SIGINT', () => {
     // As img2dataset: drop the shard inputs and stop; unfinished shards never reach final names.

@@ -23,6 +23,7 @@ import {
 import { createSampleDeps } from './distributor.ts';
 import { checkQueueName, checkRedisUrl, type DownloadConfig } from './options.ts';
 import { shardName } from './reader.ts';
+import { resolveEngine } from './resizer.ts';
 import { processShard, removeShardInput, type SampleDeps } from './sample-pipeline.ts';
 import { commitShard, statsPath } from './shard-state.ts';
 import { loggerLine, type ShardStatsJson } from './stats.ts';
@@ -266,6 +267,9 @@ export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
     void stop(false);
   });
   log.info(`worker ${me} on queue "${s.queueName}" at ${redactUrl(s.redisUrl)}, output folder ${s.outputFolder}, concurrency ${s.concurrency}`);
+  // The coordinator's --resize-engine fast or exact falls back to sharp on a machine without the addon.
+  const engine = resolveEngine('fast');
+  if (engine.note) log.warn(engine.note);
   return { stop, done: done.then((code) => {
     if (fatal) log.error(fatal);
     return code;

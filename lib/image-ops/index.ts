@@ -1,0 +1,133 @@
+// Typed face of the image addon (lib/image-ops/addon.cc: libjpeg-turbo decode and encode, our
+// resampler) plus the header facts libjpeg does not report (EXIF orientation, an embedded ICC
+// profile), read from the marker segments in JS.
+import { loadAddon } from '../native-addon.ts';
+
+export interface JpegHeader {
+  width: number;
+  height: number;
+  components: number;
+  colorSpace: 'grayscale' | 'rgb' | 'ycbcr' | 'cmyk' | 'ycck' | 'unknown';
+  progressive: boolean;
+}
+
+export interface RawImage {
+  data: Buffer;
+  width: number;
+  height: number;
+  channels: number;
+}
+
+/**
+ * nearest: OpenCV's INTER_NEAREST. area: OpenCV's INTER_AREA when shrinking (exact footprint
+ * averages, bit for bit), linear when enlarging. linear, cubic (Keys, a = -0.75), lanczos4:
+ * stretched over the footprint when shrinking, so the result is antialiased (OpenCV's are not).
+ * opencv-lanczos4: OpenCV's INTER_LANCZOS4 bit for bit (8 fixed taps, not antialiased).
+ */
+export type ResampleKernel = 'nearest' | 'linear' | 'cubic' | 'area' | 'lanczos4' | 'opencv-lanczos4';
+
+/** Resize, then crop or pad, then encode: each step optional. */
+export interface ImageOp {
+  /** JPEG input only: decode scaled by 1/denom in the DCT domain, far cheaper than in full. */
+  denom?: 1 | 2 | 4 | 8;
+  resizeWidth?: number;
+  resizeHeight?: number;
+  kernel?: ResampleKernel;
+  crop?: { left: number; top: number; width: number; height: number } | null;
+  pad?: { top: number; bottom: number; left: number; right: number } | null;
+  /** 0-255, default 255 (white). */
+  padValue?: number;
+  /** 1-100: JPEG out (baseline, 4:2:0, standard Huffman tables: OpenCV's imencode defaults); 0 or absent: raw pixels. */
+  quality?: number;
+}
+
+export interface ImageOps {
+  /** Throws on anything libjpeg cannot parse as a JPEG header. */
+  readHeader(input: Buffer): JpegHeader;
+  /** JPEG in (decoded to RGB); corrupt or truncated data keeps what decoded, as browsers do. */
+  transformJpeg(input: Buffer, op: ImageOp): Promise<RawImage>;
+  transformRaw(pixels: Buffer, width: number, height: number, channels: number, op: ImageOp): Promise<RawImage>;
+  libjpegVersion: number;
+}
+
+let cached: { ops: ImageOps | null; reason: string | null } | undefined;
+
+/** The addon, or null (with the reason) when it is not built here. */
+export function loadImageOps(): { ops: ImageOps | null; reason: string | null } {
+  if (!cached) {
+    const r = loadAddon<ImageOps>('image_ops');
+    cached = { ops: r.addon, reason: r.reason };
+  }
+  return cached;
+}
+
+export function isJpeg(b: Buffer): boolean {
+  return b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
+}
+
+/**
+ * The largest DCT scale-down (1, 2, 4 or 8) that keeps the image at least the given size, so the
+ * resize after it still only shrinks. libjpeg rounds scaled sizes up.
+ */
+export function dctScaleDenom(width: number, height: number, minWidth: number, minHeight: number): 1 | 2 | 4 | 8 {
+  for (const d of [8, 4, 2] as const) {
+    if (Math.ceil(width / d) >= minWidth && Math.ceil(height / d) >= minHeight) return d;
+  }
+  return 1;
+}
+
+export interface JpegMarkers {
+  /** EXIF orientation 1-8 (1 when absent or unreadable). */
+  orientation: number;
+  hasIccProfile: boolean;
+}
+
+const EXIF_ID = Buffer.from('Exif\0\0', 'latin1');
+const ICC_ID = Buffer.from('ICC_PROFILE\0', 'latin1');
+
+/** Walks the marker segments before the first scan; stops early at anything malformed. */
+export function readJpegMarkers(b: Buffer): JpegMarkers {
+  const found: JpegMarkers = { orientation: 1, hasIccProfile: false };
+  let i = 2;
+  while (i + 4 <= b.length) {
+    if (b[i] !== 0xff) break;
+    const marker = b[i + 1]!;
+    if (marker === 0xff) {
+      i++;
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) break;
+    const len = b.readUInt16BE(i + 2);
+    const start = i + 4;
+    const end = i + 2 + len;
+    if (len < 2 || end > b.length) break;
+    if (marker === 0xe1 && end - start > 6 && b.subarray(start, start + 6).equals(EXIF_ID)) {
+      found.orientation = exifOrientation(b.subarray(start + 6, end));
+    } else if (marker === 0xe2 && end - start > 12 && b.subarray(start, start + 12).equals(ICC_ID)) {
+      found.hasIccProfile = true;
+    }
+    i = end;
+  }
+  return found;
+}
+
+function exifOrientation(tiff: Buffer): number {
+  if (tiff.length < 8) return 1;
+  const order = tiff.toString('latin1', 0, 2);
+  if (order !== 'II' && order !== 'MM') return 1;
+  const le = order === 'II';
+  const u16 = (o: number): number => (le ? tiff.readUInt16LE(o) : tiff.readUInt16BE(o));
+  const u32 = (o: number): number => (le ? tiff.readUInt32LE(o) : tiff.readUInt32BE(o));
+  const ifd = u32(4);
+  if (ifd + 2 > tiff.length) return 1;
+  const count = u16(ifd);
+  for (let k = 0; k < count; k++) {
+    const e = ifd + 2 + k * 12;
+    if (e + 12 > tiff.length) return 1;
+    if (u16(e) === 0x0112) {
+      const v = u16(e + 8);
+      return v >= 1 && v <= 8 ? v : 1;
+    }
+  }
+  return 1;
+}
