@@ -33,6 +33,8 @@ const cli = defineCli({
     processes: { type: 'int', default: cpus().length, help: '--processes_count for both' },
     'thread-count': { type: 'int', default: 64, help: '--thread_count for both' },
     'skip-peer': { type: 'bool', default: false, help: 'Run only ours' },
+    args: { type: 'string', default: '', help: "Extra options for both tools, e.g. '--resize_mode no'" },
+    'ours-args': { type: 'string', default: '', help: "Extra options for ours only, e.g. '--resize_engine exact'" },
     'peer-venv': { type: 'string', default: '.bench/img2dataset-venv', help: 'Python venv with img2dataset==1.47.0 (created when missing)' },
     workdir: { type: 'string', default: '.bench/download-images', help: 'Images, inputs and outputs' },
   },
@@ -116,8 +118,11 @@ function commonArgs(input: string, out: string): string[] {
     '--url_list', input, '--input_format', 'parquet', '--url_col', 'url', '--caption_col', 'caption',
     '--output_format', 'webdataset', '--output_folder', out, '--image_size', '256', '--resize_mode', 'border',
     '--processes_count', String(flags.processes), '--thread_count', String(flags.threadCount),
+    ...splitArgs(flags.args),
   ];
 }
+
+const splitArgs = (s: string): string[] => s.split(/\s+/).filter(Boolean);
 
 interface Row {
   name: string;
@@ -129,7 +134,7 @@ interface Row {
 async function runOurs(input: string, images: number): Promise<Row> {
   const out = join(work, `out-ours-${images}`);
   await rm(out, { recursive: true, force: true });
-  const run = await runMeasured(process.execPath, ['--import', 'tsx', 'download_images/run.ts', ...commonArgs(input, out), '--allow_private_addresses', 'True']);
+  const run = await runMeasured(process.execPath, ['--import', 'tsx', 'download_images/run.ts', ...commonArgs(input, out), '--allow_private_addresses', 'True', ...splitArgs(flags.oursArgs)]);
   if (run.code !== 0) process.stderr.write(run.stderrTail);
   return { name: 'download_images', images, ok: await successes(out), run };
 }

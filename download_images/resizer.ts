@@ -11,7 +11,7 @@
 // RGB, GIFs decode (first frame), and a decompression-bomb cap is checked from the header before
 // any pixel is decoded.
 import sharp, { type KernelEnum, type Sharp, type SharpOptions } from 'sharp';
-import { dctScaleDenom, isJpeg, loadImageOps, readJpegMarkers, type ImageOp, type ImageOps, type ResampleKernel } from '../lib/image-ops/index.ts';
+import { dctScaleDenom, isJpeg, loadImageOps, readJpegMarkers, type ImageOp, type ImageOps, type RawImage, type ResampleKernel } from '../lib/image-ops/index.ts';
 import { blurBoxes } from './blurrer.ts';
 
 export type ResizeMode = 'no' | 'border' | 'keep_ratio' | 'keep_ratio_largest' | 'center_crop';
@@ -266,6 +266,8 @@ interface Probe {
 }
 
 const PLAIN_JPEG_SPACES = new Set(['ycbcr', 'grayscale', 'rgb']);
+/** 32 MP decode to 96 MB of RGB; bigger images go through libvips, which streams them. */
+const NATIVE_MAX_DECODED_PIXELS = 32_000_000;
 
 async function probe(input: Buffer, ops: ImageOps | null): Promise<Probe | null> {
   if (ops && isJpeg(input)) {
@@ -322,17 +324,24 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     return img.toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
   };
 
+  const dctDenom = (p: Probe, plan: ResizePlan): 1 | 2 | 4 | 8 =>
+    engine === 'fast' && p.plainJpeg && plan.resized && plan.downscale ? dctScaleDenom(p.width, p.height, plan.resizedWidth, plan.resizedHeight) : 1;
+  /** What the native engines hold decoded at once; libvips streams instead, so huge images go there. */
+  const decodedPixels = (p: Probe, plan: ResizePlan): number => {
+    const d = dctDenom(p, plan);
+    return Math.ceil(p.width / d) * Math.ceil(p.height / d);
+  };
+
   /** fast and exact: one addon call for a plain JPEG, libvips decode + addon otherwise. */
   async function resizeNative(addon: ImageOps, input: Buffer, p: Probe, plan: ResizePlan, boxes: number[][] | null): Promise<Buffer> {
     const resize: ImageOp = plan.resized
       ? { resizeWidth: plan.resizedWidth, resizeHeight: plan.resizedHeight, kernel: plan.downscale ? nativeDown : nativeUp }
       : {};
     const finish: ImageOp = { crop: plan.crop, pad: plan.pad, quality: target === 'jpg' ? jpegQuality : 0 };
-    let pixels: { data: Buffer; width: number; height: number; channels: number } | null = null;
+    let pixels: RawImage | null = null;
     if (p.plainJpeg) {
-      const denom = engine === 'fast' && plan.resized && plan.downscale ? dctScaleDenom(p.width, p.height, plan.resizedWidth, plan.resizedHeight) : 1;
       try {
-        pixels = await addon.transformJpeg(input, boxes ? { denom, ...resize } : { denom, ...resize, ...finish });
+        pixels = await addon.transformJpeg(input, { denom: dctDenom(p, plan), ...resize, ...(boxes ? {} : finish) });
       } catch {
         // Data libjpeg gives up on: libvips gets its chance below.
       }
@@ -340,8 +349,6 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     if (!pixels) {
       const { data, info } = await decodeWithSharp(input, p.hasAlpha);
       pixels = await addon.transformRaw(data, info.width, info.height, info.channels, boxes ? resize : { ...resize, ...finish });
-    } else if (!boxes) {
-      return target === 'jpg' ? pixels.data : encodeRaw(pixels.data, pixels.width, pixels.height, pixels.channels);
     }
     if (boxes) {
       // Blurring needs the pixels between the resize and the crop / pad.
@@ -407,7 +414,9 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
       if (!encodeNeeded && !boxes) {
         return { image: input, width: w, height: h, originalWidth: w, originalHeight: h, error: null };
       }
-      const out = ops ? await resizeNative(ops, input, p, plan, boxes) : await resizeSharp(input, p, plan, boxes, w, h);
+      const out = ops && decodedPixels(p, plan) <= NATIVE_MAX_DECODED_PIXELS
+        ? await resizeNative(ops, input, p, plan, boxes)
+        : await resizeSharp(input, p, plan, boxes, w, h);
       return { image: out, width: plan.width, height: plan.height, originalWidth: w, originalHeight: h, error: null };
     } catch (err) {
       return fail(err instanceof Error ? err.message : String(err));
