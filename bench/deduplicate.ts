@@ -33,6 +33,7 @@ interface Timed {
   seconds: number;
   peakRssBytes: number;
   stdout: string;
+  stderr: string;
 }
 
 
@@ -49,7 +50,7 @@ async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = proce
   const code = await new Promise<number | null>((r) => child.on('close', r));
   clearInterval(sampler);
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${code}): ${stderr.split('\n').slice(-15).join('\n')}`);
-  return { seconds: (Date.now() - started) / 1000, peakRssBytes: peak, stdout };
+  return { seconds: (Date.now() - started) / 1000, peakRssBytes: peak, stdout, stderr };
 }
 
 const { flags } = cli.run();
@@ -72,6 +73,8 @@ const ours = await timed(process.execPath, [
 ]);
 const summary = JSON.parse(readFileSync(join(oursOut, '_summary.json'), 'utf8')) as { rows_unique: number; rows_read: number };
 console.log(`ours:    ${ours.seconds.toFixed(1)} s, peak RSS ${formatBytes(ours.peakRssBytes)}, ${summary.rows_unique} unique of ${summary.rows_read} rows read`);
+const phases = ours.stderr.split('\n').find((l) => l.startsWith('time per phase: '));
+if (phases) console.log(`         ${phases}`);
 
 if (!flags.skipSpark) {
   const sparkOut = join(work, 'spark');

@@ -19,6 +19,8 @@ export interface Db {
   all<T = Record<string, unknown>>(sql: string): Promise<T[]>;
   /** Rows in batches (DuckDB's vectors, about 2048 rows each), for results of any size. */
   stream<T = Record<string, unknown>>(sql: string): AsyncIterable<T[]>;
+  /** Another connection to the same database, for queries that run at the same time (close it yourself). */
+  connect(): Promise<DuckDBConnection>;
   close(): void;
 }
 
@@ -51,6 +53,9 @@ export async function openDb(opts: DbOptions = {}): Promise<Db> {
     async *stream<T>(sql: string) {
       const result = await connection.stream(sql);
       for await (const rows of result.yieldRowObjectJs()) yield rows as T[];
+    },
+    connect() {
+      return instance.connect();
     },
     close() {
       connection.closeSync();

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { csvLine, generateCrawlCsvs, type CsvFile } from '../demo/crawl-csv.ts';
+import { gzipSync } from 'node:zlib';
+import { COLUMN_SETS, csvLine, generateCrawlCsvs, type CsvFile } from '../demo/crawl-csv.ts';
 import { openDb, type Db } from '../lib/parquet.ts';
 import { deduplicate, type DedupOptions, type DedupSummary } from '../deduplicate/pipeline.ts';
 
@@ -208,6 +209,29 @@ test('deduplicate: a run killed with SIGKILL leaves nothing marked complete, and
   assert.deepEqual(partBytes(killed), partBytes(clean));
   assert.deepEqual(readFileSync(join(killed, '_rejects', 'rejects.parquet')), readFileSync(join(clean, '_rejects', 'rejects.parquet')));
   assert.ok(existsSync(join(killed, '_SUCCESS')));
+});
+
+test('deduplicate: an unreadable file is skipped and counted, its batch-mates still read; batching does not change the bytes', async () => {
+  const dir = join(root, 'with-broken');
+  const crawl = generateCrawlCsvs({ imageBaseUrl: 'http://127.0.0.1:9/', files: 12, rowsPerFile: 200, seed: 11 });
+  writeCrawl(dir, crawl);
+  const clean = join(root, 'with-broken-clean');
+  const base = await deduplicate(options(clean, { input: dir }));
+  // A gzip followed by junk: its header line still reads, so only DuckDB finds it broken, and the
+  // whole batch it sits in fails first.
+  const columns = COLUMN_SETS.hybrid;
+  let text = csvLine(columns);
+  for (let i = 0; i < 20_000; i++) text += csvLine([String(i), `http://x/broken/${i}.jpg`, `caption ${i}`, '10', '10', '?', 'UNLIKELY', '0.3']);
+  const hybrid = crawl.filter((f) => f.columnSet === 'hybrid');
+  assert.ok(hybrid.length >= 2, 'the broken file needs batch-mates of its column set');
+  writeFileSync(join(dir, dirname(hybrid[0]!.path), 'zz-broken.csv.gz'), Buffer.concat([gzipSync(Buffer.from(text)), Buffer.from('not gzip')]));
+  const broken = join(root, 'with-broken-out');
+  const s = await deduplicate(options(broken, { input: dir, filesPerBatch: 3 }));
+  assert.equal(s.files_skipped.unreadable, 1);
+  assert.equal(s.files_read, base.files_read);
+  assert.equal(s.rows_read, base.rows_read);
+  assert.equal(s.rows_unique, base.rows_unique);
+  assert.deepEqual(partBytes(broken), partBytes(clean));
 });
 
 test('deduplicate CLI: a missing input is a one-line error and exit 1', async () => {
