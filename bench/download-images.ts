@@ -12,6 +12,7 @@
 // and serves --images names cycling over them: decoding and resizing cost the same for a repeated
 // file, and rendering 100,000 distinct images would take longer than the benchmark itself.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
@@ -19,6 +20,7 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { writeImageCorpus } from '../demo/images.ts';
 import { defineCli } from '../lib/cli.ts';
+import { readTarSamples } from '../lib/webdataset/tar-reader.ts';
 import { openDb, sqlString } from '../lib/parquet.ts';
 import { startNginx } from './nginx.ts';
 import { runMeasured, type TreeRun } from './process-tree.ts';
@@ -113,6 +115,18 @@ async function successes(out: string): Promise<number> {
   return n;
 }
 
+/** sha256 of each sample's .jpg, by key, from a webdataset output folder. */
+async function imageHashes(out: string): Promise<Map<string, string>> {
+  const hashes = new Map<string, string>();
+  for (const f of (await readdir(out)).filter((n) => n.endsWith('.tar'))) {
+    for await (const s of readTarSamples(join(out, f))) {
+      const jpg = s.members.get('jpg');
+      if (jpg) hashes.set(s.key, createHash('sha256').update(jpg).digest('hex'));
+    }
+  }
+  return hashes;
+}
+
 function commonArgs(input: string, out: string): string[] {
   return [
     '--url_list', input, '--input_format', 'parquet', '--url_col', 'url', '--caption_col', 'caption',
@@ -182,6 +196,10 @@ try {
     `${distinct.length} distinct JPEGs (320-1600 px) behind ${Math.max(flags.images, flags.rssImages)} URLs, nginx on loopback, ${cpus().length} cores, --processes_count ${flags.processes} --thread_count ${flags.threadCount}`,
   ];
   if (peer) {
+    const [a, b] = await Promise.all([imageHashes(join(work, `out-ours-${flags.images}`)), imageHashes(join(work, `out-img2dataset-${flags.images}`))]);
+    let same = 0;
+    for (const [key, h] of a) if (b.get(key) === h) same++;
+    out.push(`images byte-identical to img2dataset's: ${same} of ${b.size} (--resize_engine exact gives all of them)`);
     out.push(
       `img/s ratio (ours / img2dataset):        ${(peer.run.seconds / ours.run.seconds).toFixed(2)}x   (target >= 2x)`,
       `CPU per image ratio (ours / img2dataset): ${(ours.run.cpuSeconds / peer.run.cpuSeconds).toFixed(2)}x   (target <= 0.5x)`,
