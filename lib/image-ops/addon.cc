@@ -58,31 +58,10 @@ struct HeaderResult {
   bool progressive = false;
 };
 
-bool ReadHeader(const uint8_t* data, size_t len, HeaderResult* out, char* message) {
-  jpeg_decompress_struct cinfo;
-  ErrorManager err;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = OnError;
-  err.pub.emit_message = OnMessage;
-  jpeg_create_decompress(&cinfo);
-  if (setjmp(err.jump)) {
-    std::strcpy(message, err.message);
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(len));
-  jpeg_read_header(&cinfo, TRUE);
-  out->width = static_cast<int>(cinfo.image_width);
-  out->height = static_cast<int>(cinfo.image_height);
-  out->components = cinfo.num_components;
-  out->colorSpace = ColorSpaceName(cinfo.jpeg_color_space);
-  out->progressive = jpeg_has_multiple_scans(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
-  return true;
-}
-
-// Decodes to 3-channel RGB scaled by 1/denom (denom 1, 2, 4 or 8). *out is malloc'd.
-bool Decode(const uint8_t* data, size_t len, int denom, uint8_t** out, int* width, int* height, char* message) {
+// Reads the header into *header when given; then, when out is given, decodes to 3-channel RGB
+// scaled by 1/denom (denom 1, 2, 4 or 8) into a malloc'd *out.
+bool Decode(const uint8_t* data, size_t len, int denom, HeaderResult* header, uint8_t** out, int* width, int* height,
+            char* message) {
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   uint8_t* pixels = nullptr;
@@ -98,6 +77,17 @@ bool Decode(const uint8_t* data, size_t len, int denom, uint8_t** out, int* widt
   }
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(len));
   jpeg_read_header(&cinfo, TRUE);
+  if (header != nullptr) {
+    header->width = static_cast<int>(cinfo.image_width);
+    header->height = static_cast<int>(cinfo.image_height);
+    header->components = cinfo.num_components;
+    header->colorSpace = ColorSpaceName(cinfo.jpeg_color_space);
+    header->progressive = jpeg_has_multiple_scans(&cinfo);
+  }
+  if (out == nullptr) {
+    jpeg_destroy_decompress(&cinfo);
+    return true;
+  }
   cinfo.scale_num = 1;
   cinfo.scale_denom = static_cast<unsigned int>(denom);
   cinfo.out_color_space = JCS_RGB;
@@ -523,7 +513,7 @@ class TransformWorker : public Napi::AsyncWorker {
     const uint8_t* src = data_;
     int w = width_, h = height_, c = channels_;
     if (jpeg_) {
-      if (!Decode(data_, len_, op_.denom, &decoded_, &w, &h, message)) return SetError(message);
+      if (!Decode(data_, len_, op_.denom, nullptr, &decoded_, &w, &h, message)) return SetError(message);
       src = decoded_;
       c = 3;
     }
@@ -630,7 +620,7 @@ Napi::Value ReadHeaderJs(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> buf = BufferArg(info, 0);
   HeaderResult h;
   char message[JMSG_LENGTH_MAX] = {0};
-  if (!ReadHeader(buf.Data(), buf.Length(), &h, message)) throw Napi::Error::New(info.Env(), message);
+  if (!Decode(buf.Data(), buf.Length(), 1, &h, nullptr, nullptr, nullptr, message)) throw Napi::Error::New(info.Env(), message);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("width", h.width);
   o.Set("height", h.height);
