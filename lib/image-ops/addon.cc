@@ -201,9 +201,19 @@ struct Taps {
   int taps = 0;
   std::vector<int> first;
   std::vector<float> weights;
+  // Taps up to the last non-zero weight inside the image: the loops skip the rest.
+  std::vector<int> count;
+  void Trim(int in) {
+    count.resize(first.size());
+    for (size_t x = 0; x < first.size(); x++) {
+      int n = std::min(taps, in - first[x]);
+      while (n > 1 && weights[x * taps + n - 1] == 0.0f) n--;
+      count[x] = n;
+    }
+  }
 };
 
-Taps ComputeTaps(int in, int out, Kernel kernel) {
+Taps ComputeTapsUntrimmed(int in, int out, Kernel kernel) {
   Taps t;
   const double scale = static_cast<double>(in) / out;
   t.first.resize(out);
@@ -256,6 +266,12 @@ Taps ComputeTaps(int in, int out, Kernel kernel) {
     }
     for (int j = 0; j < n; j++) t.weights[static_cast<size_t>(x) * t.taps + j] = static_cast<float>(w[j] / sum);
   }
+  return t;
+}
+
+Taps ComputeTaps(int in, int out, Kernel kernel) {
+  Taps t = ComputeTapsUntrimmed(in, out, kernel);
+  t.Trim(in);
   return t;
 }
 
@@ -377,16 +393,31 @@ std::vector<uint8_t> Resample(const uint8_t* src, int w, int h, int c, int ow, i
   const Taps ty = ComputeTaps(h, oh, kernel);
   const size_t rowOut = static_cast<size_t>(ow) * c;
   std::vector<float> mid(static_cast<size_t>(h) * rowOut);
+  std::vector<float> rowf(static_cast<size_t>(w) * c);
   for (int y = 0; y < h; y++) {
     const uint8_t* row = src + static_cast<size_t>(y) * w * c;
+    for (size_t i = 0; i < rowf.size(); i++) rowf[i] = row[i];
     float* dst = mid.data() + static_cast<size_t>(y) * rowOut;
     for (int x = 0; x < ow; x++) {
       const float* wt = tx.weights.data() + static_cast<size_t>(x) * tx.taps;
-      const int first = tx.first[x];
-      const int n = std::min(tx.taps, w - first);
+      const float* p = rowf.data() + static_cast<size_t>(tx.first[x]) * c;
+      const int n = tx.count[x];
+      // Channels side by side in one pass over the taps (the sums keep the same order per channel).
+      if (c == 3) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+        for (int k = 0; k < n; k++, p += 3) {
+          a0 += wt[k] * p[0];
+          a1 += wt[k] * p[1];
+          a2 += wt[k] * p[2];
+        }
+        dst[x * 3] = a0;
+        dst[x * 3 + 1] = a1;
+        dst[x * 3 + 2] = a2;
+        continue;
+      }
       for (int ch = 0; ch < c; ch++) {
         float acc = 0.0f;
-        for (int k = 0; k < n; k++) acc += wt[k] * row[(first + k) * c + ch];
+        for (int k = 0; k < n; k++) acc += wt[k] * p[k * c + ch];
         dst[x * c + ch] = acc;
       }
     }
@@ -396,7 +427,7 @@ std::vector<uint8_t> Resample(const uint8_t* src, int w, int h, int c, int ow, i
   for (int y = 0; y < oh; y++) {
     const float* wt = ty.weights.data() + static_cast<size_t>(y) * ty.taps;
     const int first = ty.first[y];
-    const int n = std::min(ty.taps, h - first);
+    const int n = ty.count[y];
     std::fill(acc.begin(), acc.end(), 0.0f);
     for (int k = 0; k < n; k++) {
       const float wk = wt[k];
