@@ -65,7 +65,7 @@ export const FLAGS = {
   'max-image-bytes': { type: 'string', default: '50MB', help: 'Largest body accepted per image' },
   'max-image-pixels': { type: 'int', default: 268402689, help: 'Larger images fail as failed_to_resize without being decoded' },
   'per-host-connections': { type: 'int', default: 16, help: 'Concurrent connections per host, per worker process' },
-  'resize-engine': { type: 'string', default: 'fast', choices: RESIZER_ENGINES, help: 'fast: libjpeg-turbo decoding at reduced size + our resampler (about half the CPU of sharp); exact: full-size decoding, byte-identical to img2dataset for downscaled JPEGs; sharp: libvips for everything' },
+  'resize-engine': { type: 'string', default: 'fast', choices: RESIZER_ENGINES, help: 'fast: libjpeg-turbo decoding at reduced size + our resampler (about half the CPU of sharp); exact: full-size decoding, byte-identical to img2dataset output for plain JPEGs (area and lanczos interpolation); sharp: libvips for everything' },
   'respect-robots-txt': { type: 'bool', default: false, help: 'Honour robots.txt (not yet implemented: refused when True)' },
   'redis-url': { type: 'string', default: null, help: 'Redis for --distributor bullmq, e.g. redis://host:6379 (workers: download_images/worker.ts)' },
   'queue-name': { type: 'string', default: 'download_images', help: 'BullMQ queue for --distributor bullmq; one per concurrent run' },

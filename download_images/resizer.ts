@@ -4,8 +4,9 @@
 //   DCT-domain downscaling, resampled (exact INTER_AREA footprints for "area"), padded or cropped
 //   and encoded in one call off the JS thread; other inputs are decoded by sharp, then go through
 //   the same resampler and encoder. About half the CPU of the sharp engine (download_images/README).
-// - exact: the same without DCT-domain downscaling. What OpenCV does, so a downscaled plain JPEG
-//   comes out byte-identical to img2dataset's (test/resizer-exact.test.ts), at about the CPU of sharp.
+// - exact: the same without DCT-domain downscaling, and OpenCV's Lanczos4 when shrinking too: what
+//   OpenCV does, so a plain JPEG comes out byte-identical to img2dataset's with its area / lanczos
+//   interpolations (test/resizer-exact.test.ts), at about the CPU of sharp.
 // - sharp: libvips does it all, with its own shrink-on-load and kernels.
 // Deliberate differences from img2dataset: EXIF orientation is applied first, greyscale/CMYK become
 // RGB, GIFs decode (first frame), and a decompression-bomb cap is checked from the header before

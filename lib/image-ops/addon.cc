@@ -16,7 +16,9 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern "C" {
@@ -606,6 +608,15 @@ int IntField(const Napi::Object& o, const char* key, int fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
 }
 
+// An optional nested object of numbers (crop, pad): false when absent, missing fields read as 0.
+bool IntFields(const Napi::Object& o, const char* key, std::initializer_list<std::pair<const char*, int*>> fields) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsObject()) return false;
+  Napi::Object inner = v.As<Napi::Object>();
+  for (const auto& [name, out] : fields) *out = IntField(inner, name, 0);
+  return true;
+}
+
 Op ParseOp(Napi::Env env, const Napi::Value& v) {
   if (!v.IsObject()) throw Napi::TypeError::New(env, "expected an op object");
   Napi::Object o = v.As<Napi::Object>();
@@ -618,24 +629,8 @@ Op ParseOp(Napi::Env env, const Napi::Value& v) {
   if (kernel.IsString() && !ParseKernel(kernel.As<Napi::String>().Utf8Value(), &op.kernel)) {
     throw Napi::RangeError::New(env, "kernel must be nearest, linear, cubic, area, lanczos4 or opencv-lanczos4");
   }
-  Napi::Value crop = o.Get("crop");
-  if (crop.IsObject()) {
-    Napi::Object c = crop.As<Napi::Object>();
-    op.crop = true;
-    op.cropLeft = IntField(c, "left", 0);
-    op.cropTop = IntField(c, "top", 0);
-    op.cropWidth = IntField(c, "width", 0);
-    op.cropHeight = IntField(c, "height", 0);
-  }
-  Napi::Value pad = o.Get("pad");
-  if (pad.IsObject()) {
-    Napi::Object p = pad.As<Napi::Object>();
-    op.pad = true;
-    op.padTop = IntField(p, "top", 0);
-    op.padBottom = IntField(p, "bottom", 0);
-    op.padLeft = IntField(p, "left", 0);
-    op.padRight = IntField(p, "right", 0);
-  }
+  op.crop = IntFields(o, "crop", {{"left", &op.cropLeft}, {"top", &op.cropTop}, {"width", &op.cropWidth}, {"height", &op.cropHeight}});
+  op.pad = IntFields(o, "pad", {{"top", &op.padTop}, {"bottom", &op.padBottom}, {"left", &op.padLeft}, {"right", &op.padRight}});
   op.padValue = static_cast<uint8_t>(std::clamp(IntField(o, "padValue", 255), 0, 255));
   op.quality = IntField(o, "quality", 0);
   if (op.quality < 0 || op.quality > 100) throw Napi::RangeError::New(env, "quality must be 1-100 (0: raw output)");
