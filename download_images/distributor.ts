@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { startHeapTrimmer } from '../lib/image-ops/index.ts';
 import { openDb } from '../lib/parquet.ts';
 import { Wakeup } from '../lib/wakeup.ts';
 import { createImageHttpClient, ImageDownloader } from './downloader.ts';
@@ -75,11 +76,16 @@ export async function createSampleDeps(config: DownloadConfig): Promise<SampleDe
     maxImagePixels: config.maxImagePixels,
     engine: config.resizeEngine,
   });
+  // Freed decode buffers would otherwise stay in RSS: see lib/image-ops trimHeap.
+  const stopTrimmer = startHeapTrimmer();
   return {
     download: (url) => downloader.download(url),
     resize,
     exif: extractExif,
-    close: () => client.close(),
+    close: () => {
+      stopTrimmer();
+      return client.close();
+    },
   };
 }
 

@@ -34,7 +34,7 @@ export function buildCommand(spec: AddonSpec, out: string): string[] {
   const headers = join(dirname(require.resolve('node-api-headers/package.json')), 'include');
   const addonApi = dirname(require.resolve('node-addon-api/package.json'));
   return [
-    'g++', '-shared', '-fPIC', '-O3', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
+    'g++', '-shared', '-fPIC', '-O3', '-fno-math-errno', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
     `-I${headers}`, `-I${addonApi}`, join(ROOT, spec.source), '-o', out, ...spec.libs,
   ];
 }

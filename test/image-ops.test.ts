@@ -142,3 +142,11 @@ test('dctScaleDenom keeps at least the target size', () => {
   assert.equal(dctScaleDenom(300, 300, 256, 256), 1);
   assert.equal(dctScaleDenom(513, 100, 256, 50), 2);
 });
+
+test('trimHeap hands the pages of freed resize buffers back (glibc)', built, async () => {
+  const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
+  // Several multi-MB intermediate buffers, freed when each call returns.
+  const src = noise(1200, 900);
+  await Promise.all(Array.from({ length: 6 }, () => ops.transformRaw(src, 1200, 900, 3, { resizeWidth: 256, resizeHeight: 192, kernel: 'lanczos4' })));
+  assert.equal(ops.trimHeap(), Boolean(glibc));
+});

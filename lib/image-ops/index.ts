@@ -48,6 +48,8 @@ export interface ImageOps {
   transformJpeg(input: Buffer, op: ImageOp): Promise<RawImage>;
   transformRaw(pixels: Buffer, width: number, height: number, channels: number, op: ImageOp): Promise<RawImage>;
   libjpegVersion: number;
+  /** glibc only: returns the free pages of malloc's arenas to the system (false elsewhere, or when none were). */
+  trimHeap(): boolean;
 }
 
 let cached: { ops: ImageOps | null; reason: string | null } | undefined;
@@ -59,6 +61,18 @@ export function loadImageOps(): { ops: ImageOps | null; reason: string | null } 
     cached = { ops: r.addon, reason: r.reason };
   }
   return cached;
+}
+
+/**
+ * Trims malloc's free pages every `everyMs` while the process runs (a no-op without the addon):
+ * freed decode buffers otherwise stay in the process's RSS. Returns a function that stops it.
+ */
+export function startHeapTrimmer(everyMs = 2000): () => void {
+  const { ops } = loadImageOps();
+  if (!ops) return () => {};
+  const timer = setInterval(() => ops.trimHeap(), everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 export function isJpeg(b: Buffer): boolean {
