@@ -48,6 +48,14 @@ void OnError(j_common_ptr cinfo) {
 // what decoded; libjpeg-turbo fills a truncated tail with grey.
 void OnMessage(j_common_ptr, int) {}
 
+// libjpeg's standard error manager with our two handlers; the caller still sets err->jump.
+jpeg_error_mgr* InstallErrorManager(ErrorManager* err) {
+  jpeg_std_error(&err->pub);
+  err->pub.error_exit = OnError;
+  err->pub.emit_message = OnMessage;
+  return &err->pub;
+}
+
 const char* ColorSpaceName(J_COLOR_SPACE cs) {
   switch (cs) {
     case JCS_GRAYSCALE: return "grayscale";
@@ -72,9 +80,7 @@ bool Decode(const uint8_t* data, size_t len, int denom, HeaderResult* header, ui
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   uint8_t* pixels = nullptr;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = OnError;
-  err.pub.emit_message = OnMessage;
+  cinfo.err = InstallErrorManager(&err);
   jpeg_create_decompress(&cinfo);
   if (setjmp(err.jump)) {
     std::strcpy(message, err.message);
@@ -130,9 +136,7 @@ bool Encode(const uint8_t* rgb, int width, int height, int channels, int quality
   ErrorManager err;
   *out = nullptr;
   *outLen = 0;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = OnError;
-  err.pub.emit_message = OnMessage;
+  cinfo.err = InstallErrorManager(&err);
   jpeg_create_compress(&cinfo);
   if (setjmp(err.jump)) {
     std::strcpy(message, err.message);
