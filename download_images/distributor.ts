@@ -7,13 +7,10 @@
 //
 // The same file is the child's entry point (`distributor.ts --worker`).
 import { fork, type ChildProcess } from 'node:child_process';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainModule } from '../lib/cli.ts';
 import { startHeapTrimmer } from '../lib/image-ops/index.ts';
 import { errorMessage, log } from '../lib/log.ts';
-import { openDb } from '../lib/parquet.ts';
 import { Wakeup } from '../lib/wakeup.ts';
 import { createImageHttpClient, ImageDownloader } from './downloader.ts';
 import { extractExif } from './exif.ts';
@@ -302,8 +299,6 @@ function runWorker(): void {
   let config: DownloadConfig | null = null;
   let outputFolder = '';
   let deps: SampleDeps | null = null;
-  // A shard's metadata rows are small; a fixed cap keeps DuckDB's buffer pool from growing with the run.
-  const dbReady = openDb({ threads: 1, memoryLimit: '256MB', tempDirectory: join(tmpdir(), `cah-prepro-duckdb-${process.pid}`) });
   let ok = 0;
   let failedCount = 0;
   let bytes = 0;
@@ -316,7 +311,6 @@ function runWorker(): void {
   let chain: Promise<void> = Promise.resolve();
   process.on('message', (m: ToWorker) => {
     chain = chain.then(async () => {
-      const db = await dbReady;
       if (m.type === 'init') {
         config = m.config;
         outputFolder = m.outputFolder;
@@ -330,7 +324,6 @@ function runWorker(): void {
       } else if (m.type === 'shard') {
         try {
           const stats = await processShard(m.shard, {
-            db,
             config: config!,
             deps: deps!,
             outputFolder,
@@ -351,7 +344,6 @@ function runWorker(): void {
         clearInterval(timer);
         flush();
         await deps?.close?.();
-        db.close();
         process.off('disconnect', dieNow);
         process.disconnect?.();
         process.exit(0);

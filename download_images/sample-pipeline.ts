@@ -4,7 +4,9 @@
 // downloads instead of piling images up in memory; resizing runs a few at a time (libuv's pool).
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDb, sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import type { DownloadOutcome } from './downloader.ts';
 import type { DownloadConfig } from './options.ts';
@@ -30,7 +32,6 @@ export interface ShardTask {
 }
 
 export interface ShardRunOptions {
-  db: Db;
   config: DownloadConfig;
   deps: SampleDeps;
   /** Absolute output folder. */
@@ -89,7 +90,23 @@ async function* shardRows(db: Db, table: string): AsyncGenerator<Record<string, 
  * Throws (leaving nothing under final names) if the shard as a whole fails.
  */
 export async function processShard(task: ShardTask, o: ShardRunOptions): Promise<ShardStatsJson> {
-  const { db, config, deps, outputFolder } = o;
+  // A DuckDB instance per shard: one kept for a worker's life held on to 10-20 MB more after each of
+  // its first shards (glibc kept what DuckDB freed), so a long run peaked higher than a short one.
+  // Opening one costs a few milliseconds. A shard's rows are small; the cap bounds its buffer pool.
+  const db = await openDb({
+    threads: 1,
+    memoryLimit: '256MB',
+    tempDirectory: join(tmpdir(), `cah-prepro-duckdb-${process.pid}-${task.shardId}`),
+  });
+  try {
+    return await runShard(task, o, db);
+  } finally {
+    db.close();
+  }
+}
+
+async function runShard(task: ShardTask, o: ShardRunOptions, db: Db): Promise<ShardStatsJson> {
+  const { config, deps, outputFolder } = o;
   const stats = new ShardStats();
   const name = shardName(task.shardId, config.oomShardCount);
   const table = `in_${process.pid}_${task.shardId}`;

@@ -9,13 +9,11 @@
 // runs out (--lock-duration + --stalled-interval).
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { CliError, defineCli, exitOnCliError, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
-import { openDb, type Db } from '../lib/parquet.ts';
 import {
   bullConnection, checkRedis, decodeConfig, redactUrl, RUN_MARKER_PREFIX, STAGING_PREFIX, workerName,
   type ShardJobData, type ShardJobProgress, type ShardJobResult,
@@ -116,7 +114,6 @@ export interface RunningWorker {
 export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
   await checkRedis(s.redisUrl);
   const me = workerName();
-  const db: Db = await openDb({ threads: Math.min(4, s.concurrency + 1), memoryLimit: '256MB', tempDirectory: join(tmpdir(), `cah-prepro-duckdb-${process.pid}`) });
   const redis = new Redis(s.redisUrl, { maxRetriesPerRequest: null });
   redis.on('error', (err) => log.warn(`redis: ${errorMessage(err)}`));
   // One HTTP pool per distinct download setting (normally one per run).
@@ -182,7 +179,6 @@ export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
         stats = await processShard(
           { shardId: d.shardId, path: join(s.outputFolder, d.shardPath) },
           {
-            db,
             config,
             deps: await depsFor(config),
             outputFolder: staging,
@@ -236,7 +232,6 @@ export async function startWorker(s: WorkerSettings): Promise<RunningWorker> {
 
   const cleanup = async (): Promise<void> => {
     for (const d of depsBySetting.values()) await (await d.catch(() => null))?.close?.();
-    db.close();
     redis.disconnect();
   };
 

@@ -1,4 +1,4 @@
-// Our N-API addons: each is one C++ file under lib/, built by one g++ command against npm's
+// Our N-API addons: each is a few C++ files under lib/, built by one g++ command against npm's
 // node-api-headers (never Node's own headers or node-gyp) into build/native/<name>.node.
 //   npx tsx lib/native-addon.ts [name ...]      (npm run build:native)
 import { execFileSync } from 'node:child_process';
@@ -11,8 +11,8 @@ import { errorMessage, log } from './log.ts';
 
 export interface AddonSpec {
   name: string;
-  /** Source file relative to the repository root. */
-  source: string;
+  /** Source files relative to the repository root. */
+  sources: readonly string[];
   /** Linker flags, e.g. -ljpeg. */
   libs: readonly string[];
   /** The Debian package that provides the headers and libraries. */
@@ -20,7 +20,7 @@ export interface AddonSpec {
 }
 
 export const ADDONS: readonly AddonSpec[] = [
-  { name: 'image_ops', source: 'lib/image-ops/addon.cc', libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
+  { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/progressive-refine.cc'], libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
 ];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,7 +35,7 @@ export function buildCommand(spec: AddonSpec, out: string): string[] {
   const addonApi = dirname(require.resolve('node-addon-api/package.json'));
   return [
     'g++', '-shared', '-fPIC', '-O3', '-fno-math-errno', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
-    `-I${headers}`, `-I${addonApi}`, join(ROOT, spec.source), '-o', out, ...spec.libs,
+    `-I${headers}`, `-I${addonApi}`, ...spec.sources.map((s) => join(ROOT, s)), '-o', out, ...spec.libs,
   ];
 }
 

@@ -47,6 +47,12 @@ export interface ImageOps {
   /** JPEG in (decoded to RGB); corrupt or truncated data keeps what decoded, as browsers do. */
   transformJpeg(input: Buffer, op: ImageOp): Promise<RawImage>;
   transformRaw(pixels: Buffer, width: number, height: number, channels: number, op: ImageOp): Promise<RawImage>;
+  /**
+   * Synchronous RGB decode at 1/denom, for tests and tools. With ownRefinement (what transformJpeg
+   * does), a progressive file's refinement scans are decoded by the addon instead of libjpeg, with the
+   * same pixels; refinedHere says whether that path was taken (it falls back to libjpeg on odd data).
+   */
+  decodeJpeg(input: Buffer, denom: 1 | 2 | 4 | 8, ownRefinement: boolean): { data: Buffer; width: number; height: number; refinedHere: boolean };
   libjpegVersion: number;
   /** glibc only: returns the free pages of malloc's arenas to the system (false elsewhere, or when none were). */
   trimHeap(): boolean;
