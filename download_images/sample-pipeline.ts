@@ -91,8 +91,9 @@ async function* shardRows(db: Db, table: string): AsyncGenerator<Record<string, 
  */
 export async function processShard(task: ShardTask, o: ShardRunOptions): Promise<ShardStatsJson> {
   // A DuckDB instance per shard: one kept for a worker's life held on to 10-20 MB more after each of
-  // its first shards (glibc kept what DuckDB freed), so a long run peaked higher than a short one.
-  // Opening one costs a few milliseconds. A shard's rows are small; the cap bounds its buffer pool.
+  // its first shards (memory that neither duckdb_memory() reported nor malloc_trim gave back), so a
+  // long run peaked higher than a short one. Opening one costs a few milliseconds. A shard's rows
+  // are small; the cap bounds its buffer pool.
   const db = await openDb({
     threads: 1,
     memoryLimit: '256MB',
