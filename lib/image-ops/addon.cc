@@ -32,8 +32,14 @@
 
 extern "C" {
 #include <jpeglib.h>
-// For cinfo->coef->coef_arrays: the coefficient arrays of a buffered-image decode.
+// For cinfo->coef->coef_arrays: the coefficient arrays of a buffered-image decode. Debian's
+// libjpeg-dev installs it; without it, progressive files are decoded by libjpeg alone.
+#if __has_include(<jpegint.h>)
 #include <jpegint.h>
+#define HAVE_JPEGINT 1
+#else
+#define HAVE_JPEGINT 0
+#endif
 }
 
 #include "progressive-refine.h"
@@ -147,6 +153,7 @@ bool Decode(const uint8_t* data, size_t len, int denom, HeaderResult* header, ui
   return true;
 }
 
+#if HAVE_JPEGINT
 // A progressive JPEG decoded by libjpeg from its first scans only (buffered-image mode), with
 // plan's refinement scans applied to the coefficients in between: the same coefficients, so the
 // same pixels, as libjpeg decoding the whole file. False, with nothing allocated, whenever libjpeg
@@ -238,13 +245,16 @@ bool DecodeWithOwnRefinement(const progressive::Plan& plan, int denom, uint8_t**
   *out = pixels;
   return true;
 }
+#else
+bool DecodeWithOwnRefinement(const progressive::Plan&, int, uint8_t**, int*, int*) { return false; }
+#endif
 
 // Decodes to RGB at 1/denom; progressive files go through DecodeWithOwnRefinement when
 // ownRefinement is set and it accepts them (*refinedHere tells).
 bool DecodeRgb(const uint8_t* data, size_t len, int denom, bool ownRefinement, uint8_t** out, int* width, int* height,
                bool* refinedHere, char* message) {
   *refinedHere = false;
-  if (ownRefinement) {
+  if (ownRefinement && HAVE_JPEGINT) {
     progressive::Plan plan;
     if (plan.Build(data, len) && DecodeWithOwnRefinement(plan, denom, out, width, height)) {
       *refinedHere = true;
