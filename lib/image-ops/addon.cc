@@ -203,11 +203,14 @@ bool DecodeWithOwnRefinement(const progressive::Plan& plan, int denom, uint8_t**
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
+  // libjpeg pads each component's arrays to whole MCUs (multiples of its sampling factors).
   progressive::ComponentBlocks blocks[MAX_COMPONENTS];
   size_t totalRows = 0;
   for (int c = 0; c < cinfo.num_components; c++) {
     const jpeg_component_info& ci = cinfo.comp_info[c];
-    totalRows += (ci.height_in_blocks + ci.v_samp_factor - 1) / ci.v_samp_factor * ci.v_samp_factor;
+    blocks[c].rowCount = static_cast<int>(jround_up(ci.height_in_blocks, ci.v_samp_factor));
+    blocks[c].blocksPerRow = static_cast<int>(jround_up(ci.width_in_blocks, ci.h_samp_factor));
+    totalRows += blocks[c].rowCount;
   }
   rows = static_cast<int16_t**>(std::malloc(totalRows * sizeof(int16_t*)));
   if (rows == nullptr) {
@@ -215,14 +218,12 @@ bool DecodeWithOwnRefinement(const progressive::Plan& plan, int denom, uint8_t**
     return false;
   }
   for (int c = 0, at = 0; c < cinfo.num_components; c++) {
-    const jpeg_component_info& ci = cinfo.comp_info[c];
-    const int rowCount = (ci.height_in_blocks + ci.v_samp_factor - 1) / ci.v_samp_factor * ci.v_samp_factor;
-    for (int r = 0; r < rowCount; r++) {
+    for (int r = 0; r < blocks[c].rowCount; r++) {
       JBLOCKARRAY a = (*cinfo.mem->access_virt_barray)(reinterpret_cast<j_common_ptr>(&cinfo), arrays[c], r, 1, TRUE);
       rows[at + r] = a[0][0];
     }
-    blocks[c] = {rows + at, rowCount, static_cast<int>((ci.width_in_blocks + ci.h_samp_factor - 1) / ci.h_samp_factor * ci.h_samp_factor)};
-    at += rowCount;
+    blocks[c].rows = rows + at;
+    at += blocks[c].rowCount;
   }
   const bool refined = plan.Apply(blocks, cinfo.num_components);
   std::free(rows);

@@ -277,8 +277,11 @@ bool Plan::Build(const uint8_t* data, size_t len) {
   refinements_.clear();
   firstScans_.clear();
   if (len < 4 || data[0] != 0xFF || data[1] != 0xD8) return false;
-  firstScans_.insert(firstScans_.end(), data, data + 2);
-  const auto copy = [&](size_t from, size_t to) { firstScans_.insert(firstScans_.end(), data + from, data + to); };
+  // Nothing is copied before the frame header: most files are baseline and stop there, and all
+  // that precedes SOF2 goes into the new stream unchanged, in one copy once SOF2 is seen.
+  const auto copy = [&](size_t from, size_t to) {
+    if (!components_.empty()) firstScans_.insert(firstScans_.end(), data + from, data + to);
+  };
 
   HuffmanTable acTables[4];
   bool acDefined[4] = {false, false, false, false};
@@ -293,8 +296,7 @@ bool Plan::Build(const uint8_t* data, size_t len) {
     if (i >= len) return false;
     const int marker = data[i++];
     if (marker == 0xD9) {
-      firstScans_.push_back(0xFF);
-      firstScans_.push_back(0xD9);
+      copy(markerAt, i);
       return !components_.empty() && !refinements_.empty();
     }
     if (i + 2 > len) return false;
@@ -328,9 +330,9 @@ bool Plan::Build(const uint8_t* data, size_t len) {
         fc.heightInBlocks = CeilDiv(height_ * fc.v, 8 * maxV_);
       }
       firstScans_.reserve(len);
+      firstScans_.assign(data, data + segEnd);
       coded.assign(components_.size(), {});
       for (auto& c : coded) c.fill(-1);
-      copy(markerAt, segEnd);
     } else if ((marker >= 0xC0 && marker <= 0xCF) && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
       return false;  // baseline, lossless, hierarchical or arithmetic: not ours
     } else if (marker == 0xC4) {
