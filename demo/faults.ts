@@ -5,7 +5,7 @@
 //
 // Register on the crawl host: host.addRoute('/faults/', faultsRoute()).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createDeflate, crc32 as zlibCrc32 } from 'node:zlib';
+import { constants as zlibConstants, crc32 as zlibCrc32, deflateRawSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { RouteHandler } from './crawl-host.ts';
 import { Rng } from './random.ts';
@@ -223,30 +223,34 @@ function crc32(buf: Buffer): number {
 let bombPromise: Promise<Buffer> | undefined;
 
 /**
- * A complete, valid PNG of side x side black 1-bit pixels. Deflated zeros shrink about 1000:1, so
- * 30000x30000 (112 MB of scanlines) is about 110 kB; decoding it would need 900 MB+ of pixels.
+ * A complete, valid PNG of side x side black 1-bit pixels whose 112 MB of scanlines (for 30000)
+ * deflate to about 110 kB; decoding it would need 900 MB+ of pixels. Built in milliseconds, not by
+ * deflating 112 MB: the scanlines are all zero bytes, so one full-flushed deflate block of a slice
+ * of them can be repeated (a full flush makes each copy independent of the one before), and the
+ * zlib trailer's Adler-32 of n zeros is simply a = 1, b = n mod 65521.
  */
 export function decompressionBomb(side = 30000): Promise<Buffer> {
   if (side === 30000 && bombPromise) return bombPromise;
-  const p = new Promise<Buffer>((resolve, reject) => {
-    const ihdr = Buffer.alloc(13);
-    ihdr.writeUInt32BE(side, 0);
-    ihdr.writeUInt32BE(side, 4);
-    ihdr[8] = 1; // bit depth
-    ihdr[9] = 0; // greyscale
-    const row = Buffer.alloc(1 + Math.ceil(side / 8)); // filter byte 0, then zero pixels
-    const deflate = createDeflate({ level: 9 });
-    const parts: Buffer[] = [];
-    deflate.on('data', (c: Buffer) => parts.push(c));
-    deflate.on('error', reject);
-    deflate.on('end', () => {
-      const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-      resolve(Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', Buffer.concat(parts)), pngChunk('IEND', Buffer.alloc(0))]));
-    });
-    // Fed row by row so generating it never holds the 112 MB of scanlines.
-    for (let i = 0; i < side; i++) deflate.write(row);
-    deflate.end();
-  });
+  const rowBytes = 1 + Math.ceil(side / 8); // filter byte 0, then zero pixels
+  let rowsPerBlock = Math.min(side, 1000);
+  while (side % rowsPerBlock !== 0) rowsPerBlock--;
+  const block = deflateRawSync(Buffer.alloc(rowsPerBlock * rowBytes), { level: 9, finishFlush: zlibConstants.Z_FULL_FLUSH });
+  const finalBlock = Buffer.from([0x03, 0x00]); // an empty fixed-Huffman block with BFINAL set
+  const total = side * rowBytes;
+  const adler = Buffer.alloc(4);
+  adler.writeUInt32BE((((total % 65521) << 16) | 1) >>> 0, 0);
+  const blocks: Buffer[] = [Buffer.from([0x78, 0xda])];
+  for (let i = 0; i < side / rowsPerBlock; i++) blocks.push(block);
+  blocks.push(finalBlock, adler);
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(side, 0);
+  ihdr.writeUInt32BE(side, 4);
+  ihdr[8] = 1; // bit depth
+  ihdr[9] = 0; // greyscale
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  const p = Promise.resolve(
+    Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', Buffer.concat(blocks)), pngChunk('IEND', Buffer.alloc(0))]),
+  );
   if (side === 30000) bombPromise = p;
   return p;
 }

@@ -5,10 +5,12 @@
 import { lookup as osLookup } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import { Agent, buildConnector, type Dispatcher } from 'undici';
+import { createBrotliDecompress, createGunzip, createInflate, createInflateRaw, type Gunzip } from 'node:zlib';
+import { Agent, buildConnector } from 'undici';
 import { BlockedAddressError } from './address-guard.ts';
 import { createAddressPolicy, type AddressPolicy } from './address-policy.ts';
 import { DnsCache } from './dns-cache.ts';
+import { BodyCapError, ResponseReceiver, type ResponseHead } from './response-receiver.ts';
 
 export type HttpErrorCode =
   | 'TIMEOUT'
@@ -55,6 +57,16 @@ export interface RequestOptions {
   maxBytes?: number;
   maxRedirects?: number;
   signal?: AbortSignal;
+  /**
+   * How far (bytes) the reader may fall behind the network before the request fails; see
+   * response-receiver.ts for why the client buffers instead of pausing the connection.
+   */
+  highWaterBytes?: number;
+  /**
+   * Decode a gzip / deflate / br Content-Encoding (sent even though we never ask for one); the
+   * cap then applies to the decoded bytes too. Off: the body is the bytes as sent.
+   */
+  decodeContentEncoding?: boolean;
 }
 
 export interface RetryOptions {
@@ -78,6 +90,8 @@ export interface HttpResponse {
   status: number;
   headers: Headers;
   redirects: number;
+  /** The Content-Encoding that was decoded (decodeContentEncoding), if any. */
+  decodedEncoding?: string;
   /** The body, capped and under the request's deadline. Consume it or call dump(). */
   body: AsyncIterable<Buffer>;
   buffer(): Promise<Buffer>;
@@ -95,6 +109,7 @@ export interface BufferedResponse {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+export const DEFAULT_HIGH_WATER_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_RETRY_STATUSES: readonly number[] = [408, 425, 429, 500, 502, 503, 504];
 
 export function header(headers: Headers, name: string): string | undefined {
@@ -174,90 +189,93 @@ export class HttpClient {
 
   /** Opens a request, following redirects; the deadline keeps running while the body is read. */
   async open(url: string, opts: RequestOptions): Promise<HttpResponse> {
-    const controller = new AbortController();
     let timedOut = false;
+    let receiver: ResponseReceiver | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      controller.abort();
+      receiver?.abort(new Error('deadline'));
     }, opts.timeoutMs);
     timer.unref();
-    const onOuterAbort = (): void => controller.abort();
+    const onOuterAbort = (): void => receiver?.abort(new Error('aborted by the caller'));
     opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
     const finish = (): void => {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onOuterAbort);
     };
     const seconds = `${(opts.timeoutMs / 1000).toFixed(opts.timeoutMs % 1000 ? 1 : 0)}s`;
-    const translate = (err: unknown, at: string): HttpError => {
+    const translate = (err: unknown, at: string, status?: number): HttpError => {
       if (err instanceof HttpError) return err;
       if (timedOut) return new HttpError('TIMEOUT', `timed out after ${seconds} (connect, headers and body): ${at}`, at);
+      if (err instanceof BodyCapError) return new HttpError('BODY_TOO_LARGE', err.message, at, status);
       if (err instanceof BlockedAddressError || (err as { code?: string })?.code === 'ADDRESS_BLOCKED') {
         return new HttpError('ADDRESS_BLOCKED', (err as Error).message, at, undefined, undefined, { cause: err });
       }
       const e = err as NodeJS.ErrnoException;
       const code = e?.code ? `${e.code}: ` : '';
       const msg = `${code}${e?.message ?? String(err)}`.replace(/\s*\n\s*/g, ' ');
-      return new HttpError('NETWORK', msg, at, undefined, undefined, { cause: err });
+      return new HttpError('NETWORK', msg, at, status, undefined, { cause: err });
     };
+    if (opts.signal?.aborted) {
+      finish();
+      throw translate(new Error('aborted by the caller'), url);
+    }
 
     let current = url;
     let method = opts.method ?? 'GET';
     const maxRedirects = opts.maxRedirects ?? 5;
+    const maxBytes = opts.maxBytes ?? Infinity;
     try {
       for (let hop = 0; ; hop++) {
         const target = this.checkUrl(current);
         const headers: Record<string, string> = { ...(this.userAgent ? { 'user-agent': this.userAgent } : {}), ...opts.headers };
-        let res: Dispatcher.ResponseData;
-        try {
-          res = await this.agent.request({
+        // Encoded bodies can be far larger than the wire bytes: decoded ones are capped in decode().
+        const rx = new ResponseReceiver(maxBytes, opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES);
+        receiver = rx;
+        this.agent.dispatch(
+          {
             origin: target.origin,
             path: `${target.pathname}${target.search}`,
             method,
             headers,
-            signal: controller.signal,
             headersTimeout: opts.timeoutMs,
             bodyTimeout: opts.timeoutMs,
-          });
+          },
+          rx,
+        );
+        let head: ResponseHead;
+        try {
+          head = await rx.head;
         } catch (err) {
           throw translate(err, current);
         }
-        const location = header(res.headers, 'location');
-        if (REDIRECTS.has(res.statusCode) && location !== undefined) {
-          res.body.on('error', () => {});
-          res.body.destroy();
+        const location = header(head.headers, 'location');
+        if (REDIRECTS.has(head.status) && location !== undefined) {
+          rx.abort(new Error('redirect followed'));
           if (hop >= maxRedirects) {
-            throw new HttpError('TOO_MANY_REDIRECTS', `more than ${maxRedirects} redirects, last to ${location}`, current, res.statusCode);
+            throw new HttpError('TOO_MANY_REDIRECTS', `more than ${maxRedirects} redirects, last to ${location}`, current, head.status);
           }
           current = new URL(location, current).toString();
-          if (res.statusCode === 303) method = 'GET';
+          if (head.status === 303) method = 'GET';
           continue;
         }
         const finalUrl = current;
-        const maxBytes = opts.maxBytes ?? Infinity;
-        const declared = Number(header(res.headers, 'content-length'));
-        if (method !== 'HEAD' && Number.isFinite(declared) && declared > maxBytes) {
-          // undici emits an abort error when an unread body is destroyed; unheard, it kills the process.
-          res.body.on('error', () => {});
-          res.body.destroy();
-          throw new HttpError('BODY_TOO_LARGE', `body of ${declared} bytes is over the ${maxBytes}-byte cap`, finalUrl, res.statusCode);
+        const declared = Number(header(head.headers, 'content-length'));
+        const encoding = (header(head.headers, 'content-encoding') ?? 'identity').trim().toLowerCase();
+        const decoding = opts.decodeContentEncoding === true && method !== 'HEAD' && encoding !== 'identity';
+        if (method !== 'HEAD' && !decoding && Number.isFinite(declared) && declared > maxBytes) {
+          rx.abort(new Error('declared body over the cap'));
+          throw new HttpError('BODY_TOO_LARGE', `body of ${declared} bytes is over the ${maxBytes}-byte cap`, finalUrl, head.status);
         }
-        const stream = res.body;
-        // Destroying a body we no longer want emits an abort error; iteration reports real ones.
-        stream.on('error', () => {});
+        const status = head.status;
+        const wire = rx.chunks();
+        const source = decoding ? decode(wire, encoding, maxBytes) : wire;
         async function* body(): AsyncGenerator<Buffer> {
-          let n = 0;
           try {
-            for await (const chunk of stream) {
-              n += (chunk as Buffer).length;
-              if (n > maxBytes) {
-                throw new HttpError('BODY_TOO_LARGE', `body is over the ${maxBytes}-byte cap`, finalUrl, res.statusCode);
-              }
-              yield chunk as Buffer;
-            }
+            yield* source;
           } catch (err) {
-            throw translate(err, finalUrl);
+            throw translate(err, finalUrl, status);
           } finally {
-            if (!stream.destroyed) stream.destroy();
+            rx.abort(new Error('body closed by the reader'));
             finish();
           }
         }
@@ -269,14 +287,15 @@ export class HttpClient {
         };
         return {
           url: finalUrl,
-          status: res.statusCode,
-          headers: res.headers,
+          status,
+          headers: head.headers,
           redirects: hop,
+          decodedEncoding: decoding ? encoding : undefined,
           body: iter,
           buffer,
           text: async () => (await buffer()).toString('utf8'),
           dump: async () => {
-            stream.destroy();
+            rx.abort(new Error('body discarded'));
             finish();
             await iter.return(undefined);
           },
@@ -324,6 +343,42 @@ export class HttpClient {
 
   async close(): Promise<void> {
     await this.agent.close();
+  }
+}
+
+/** A Content-Encoding'd body, decoded as it streams, the decoded bytes under the same cap. */
+async function* decode(wire: AsyncIterable<Buffer>, encoding: string, maxBytes: number): AsyncGenerator<Buffer> {
+  let z: Gunzip | ReturnType<typeof createInflate>;
+  if (encoding === 'gzip' || encoding === 'x-gzip') z = createGunzip();
+  else if (encoding === 'br') z = createBrotliDecompress();
+  else if (encoding === 'deflate') z = createInflate();
+  else if (encoding === 'deflate-raw') z = createInflateRaw();
+  else throw new Error(`unsupported Content-Encoding: ${encoding}`);
+  const feeding = (async () => {
+    try {
+      for await (const chunk of wire) {
+        if (!z.write(chunk)) await new Promise<void>((r) => z.once('drain', r).once('close', r));
+        if (z.destroyed) return;
+      }
+      z.end();
+    } catch (err) {
+      z.destroy(err as Error);
+    }
+  })();
+  let n = 0;
+  try {
+    for await (const out of z) {
+      n += (out as Buffer).length;
+      if (n > maxBytes) throw new BodyCapError(`body is over the ${maxBytes}-byte cap once decoded (${encoding})`);
+      yield out as Buffer;
+    }
+    await feeding;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code?.startsWith('Z_')) throw new Error(`bad ${encoding} body: ${e.message}`);
+    throw err;
+  } finally {
+    z.destroy();
   }
 }
 
