@@ -5,7 +5,7 @@
 //
 // Register on the crawl host: host.addRoute('/faults/', faultsRoute()).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { constants as zlibConstants, crc32 as zlibCrc32, deflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, crc32 as zlibCrc32, deflateRawSync, gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { RouteHandler } from './crawl-host.ts';
 import { Rng } from './random.ts';
@@ -34,7 +34,18 @@ export type FaultKind =
   | 'redirect-private'
   | 'robots-noai'
   | 'robots-ours'
-  | 'robots-otherbot';
+  | 'robots-otherbot'
+  | 'http10-length'
+  | 'http10-close'
+  | 'close-slow-reader'
+  | 'fin-after-headers'
+  | 'chunked-trailers'
+  | 'gzip-image'
+  | 'gzip-csv'
+  | 'early-hints'
+  | 'two-lengths'
+  | 'non-utf8-header'
+  | 'one-byte-writes';
 
 export type SampleStatus = 'success' | 'failed_to_download' | 'failed_to_resize';
 
@@ -49,16 +60,19 @@ export interface FaultExpectation {
   status: SampleStatus;
   /** Ends only when the request deadline runs out. */
   waitsForDeadline?: boolean;
+  /** A download must be exactly these bytes (faultBody), whatever the framing on the wire. */
+  exactBody?: true;
 }
 
 const REDIRECT_LOOP =
   'HTTP Error 302: The HTTP server returned a redirect error that would lead to an infinite loop.\nThe last 30x error message was:\nFound';
 const REFUSED = /^refused to connect to .*pass --allow-private-addresses to allow it$/;
 const TOO_LARGE = /^image is larger than the --max-image-bytes limit of \d+ bytes$/;
+const INCOMPLETE = /^IncompleteRead\(\d+ bytes read, \d+ more expected\)$/;
 
 export const FAULT_KINDS: Readonly<Record<FaultKind, FaultExpectation>> = {
-  ok: { description: 'a 64x64 JPEG', download: { ok: true }, status: 'success' },
-  'redirect-ok': { description: 'three 302 hops, then the JPEG', download: { ok: true }, status: 'success' },
+  ok: { description: 'a 64x64 JPEG', download: { ok: true }, status: 'success', exactBody: true },
+  'redirect-ok': { description: 'three 302 hops, then the JPEG', download: { ok: true }, status: 'success', exactBody: true },
   '404': { description: '404 Not Found', download: { ok: false, error: 'HTTP Error 404: Not Found' }, status: 'failed_to_download' },
   '500': {
     description: '500 Internal Server Error',
@@ -69,6 +83,7 @@ export const FAULT_KINDS: Readonly<Record<FaultKind, FaultExpectation>> = {
     description: 'first request 429 with Retry-After: 1, then the JPEG (waited out inside the deadline)',
     download: { ok: true },
     status: 'success',
+    exactBody: true,
   },
   '429-always': {
     description: '429 with Retry-After: 1 on every request',
@@ -109,13 +124,14 @@ export const FAULT_KINDS: Readonly<Record<FaultKind, FaultExpectation>> = {
   },
   truncated: {
     description: 'Content-Length of the whole JPEG, half of it sent, then the connection closes',
-    download: { ok: false, error: /^IncompleteRead\(\d+ bytes read, \d+ more expected\)$/ },
+    download: { ok: false, error: INCOMPLETE },
     status: 'failed_to_download',
   },
   'short-length': {
     description: 'Content-Length of the JPEG but trailing junk after it: the declared bytes are the image',
     download: { ok: true },
     status: 'success',
+    exactBody: true,
   },
   'huge-declared': {
     description: 'Content-Length over the cap (the body is really sent)',
@@ -158,6 +174,72 @@ export const FAULT_KINDS: Readonly<Record<FaultKind, FaultExpectation>> = {
     description: 'the JPEG with X-Robots-Tag: otherbot: noai (scoped to another bot)',
     download: { ok: true },
     status: 'success',
+    exactBody: true,
+  },
+  // What the HTTP/1 framing of real servers does to clients (undici#5360 and its kin).
+  'http10-length': {
+    description: 'an HTTP/1.0 response with Content-Length, then the server closes',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'http10-close': {
+    description: 'an HTTP/1.0 response without Content-Length: the body ends when the server closes',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'close-slow-reader': {
+    description: 'a 640x640 noise JPEG (~340 kB) sent whole with Connection: close and FIN at once, however slowly the client reads',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'fin-after-headers': {
+    description: 'headers with the Content-Length of the JPEG, then FIN and no body',
+    download: { ok: false, error: INCOMPLETE },
+    status: 'failed_to_download',
+  },
+  'chunked-trailers': {
+    description: 'the JPEG in three chunks, then trailer fields after the last chunk',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'gzip-image': {
+    description: 'the JPEG with Content-Encoding: gzip although the client asked for identity',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'gzip-csv': {
+    description: 'a CSV of image URLs and captions with Content-Encoding: gzip (for download_csv; not an image)',
+    download: { ok: true },
+    status: 'failed_to_resize',
+    exactBody: true,
+  },
+  'early-hints': {
+    description: 'a 103 Early Hints interim response, then the 200 with the JPEG',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'two-lengths': {
+    description: 'two different Content-Length headers (a request-smuggling shape): no body can be trusted',
+    download: { ok: false, error: /^malformed response: .*content-length/i },
+    status: 'failed_to_download',
+  },
+  'non-utf8-header': {
+    description: 'header values with Latin-1 bytes that are not UTF-8 (Content-Disposition, X-Title)',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
+  },
+  'one-byte-writes': {
+    description: 'status line, headers and body written one byte per TCP segment',
+    download: { ok: true },
+    status: 'success',
+    exactBody: true,
   },
 };
 
@@ -192,6 +274,36 @@ export function faultImage(seed: number, n: number, size = 64): Promise<Buffer> 
     imageCache.set(k, p);
   }
   return p;
+}
+
+const noiseCache = new Map<string, Promise<Buffer>>();
+
+/** A JPEG of random pixels (barely compressible): big enough to fill socket buffers. */
+export function noiseImage(seed: number, n: number, side = 640): Promise<Buffer> {
+  const k = `${seed}/${n}/${side}`;
+  let p = noiseCache.get(k);
+  if (!p) {
+    const rng = new Rng(seed).fork(`noise-image-${n}`);
+    const pixels = Buffer.alloc(side * side * 3);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = rng.int(0, 255);
+    p = sharp(pixels, { raw: { width: side, height: side, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    noiseCache.set(k, p);
+  }
+  return p;
+}
+
+/** A small CSV in the crawl's shape, different per n (what the gzip-csv kind serves, decoded). */
+export function faultCsv(n: number): Buffer {
+  const rows = ['URL,TEXT,WIDTH,HEIGHT,LICENSE,NSFW,similarity'];
+  for (let i = 0; i < 200; i++) rows.push(`https://example.com/${n}/${i}.jpg,"a photo, number ${i} of set ${n}",640,480,?,UNLIKELY,0.31${i % 10}`);
+  return Buffer.from(rows.join('\n') + '\n');
+}
+
+/** The bytes a successful download of /faults/<kind>/<n> must hold (kinds with exactBody). */
+export function faultBody(kind: FaultKind, n: number, seed = 0): Promise<Buffer> {
+  if (kind === 'gzip-csv') return Promise.resolve(faultCsv(n));
+  if (kind === 'close-slow-reader') return noiseImage(seed, n);
+  return faultImage(seed, n);
 }
 
 function pngChunk(type: string, data: Buffer): Buffer {
@@ -257,6 +369,11 @@ export function decompressionBomb(side = 30000): Promise<Buffer> {
 
 const HTML = Buffer.from('<!doctype html>\n<html><head><title>Not an image</title></head><body><p>Page moved.</p></body></html>\n');
 
+/** A response's wire bytes: status line, header lines, blank line, body as given. */
+function rawResponse(statusLine: string, headerLines: string[], body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${statusLine}\r\n${headerLines.map((l) => `${l}\r\n`).join('')}\r\n`, 'latin1'), body]);
+}
+
 /** Streams `total` bytes (Infinity: forever) as fast as the client takes them; stops when it leaves. */
 function pump(res: ServerResponse, total: number): void {
   const chunk = Buffer.alloc(64 * 1024, 0x5a);
@@ -283,6 +400,9 @@ export function faultsRoute(opts: FaultsOptions = {}): RouteHandler {
   const metadataUrl = opts.metadataUrl ?? 'http://169.254.169.254/latest/meta-data/';
   const privateUrl = opts.privateUrl ?? 'http://10.0.0.1/x';
   const seen = new Map<string, number>();
+  // The costly bodies are made now, before any request's deadline starts ticking.
+  void decompressionBomb();
+  void noiseImage(seed, 0);
 
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     const path = decodeURIComponent(url.pathname);
@@ -403,6 +523,84 @@ export function faultsRoute(opts: FaultsOptions = {}): RouteHandler {
         return sendImage({ 'x-robots-tag': 'img2dataset: noimageai' });
       case 'robots-otherbot':
         return sendImage({ 'x-robots-tag': 'otherbot: noai' });
+      // The framing kinds write the wire bytes by hand: node's response would correct them.
+      case 'http10-length': {
+        const body = await image();
+        req.socket.end(rawResponse('HTTP/1.0 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`], body));
+        return;
+      }
+      case 'http10-close':
+        req.socket.end(rawResponse('HTTP/1.0 200 OK', ['Content-Type: image/jpeg'], await image()));
+        return;
+      case 'close-slow-reader': {
+        const body = await noiseImage(seed, n);
+        req.socket.end(rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`, 'Connection: close'], body));
+        return;
+      }
+      case 'fin-after-headers': {
+        const body = await image();
+        req.socket.end(rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`], Buffer.alloc(0)));
+        return;
+      }
+      case 'chunked-trailers': {
+        const body = await image();
+        const third = Math.ceil(body.length / 3);
+        const chunks = [0, 1, 2].map((i) => body.subarray(i * third, (i + 1) * third)).filter((c) => c.length > 0);
+        const framed = Buffer.concat([
+          ...chunks.flatMap((c) => [Buffer.from(`${c.length.toString(16)}\r\n`), c, Buffer.from('\r\n')]),
+          Buffer.from('0\r\nX-Checksum: 5f3c\r\nServer-Timing: total;dur=12\r\n\r\n'),
+        ]);
+        req.socket.end(rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', 'Transfer-Encoding: chunked', 'Trailer: X-Checksum, Server-Timing', 'Connection: close'], framed));
+        return;
+      }
+      case 'gzip-image':
+      case 'gzip-csv': {
+        const plain = kind === 'gzip-csv' ? faultCsv(n) : await image();
+        const body = gzipSync(plain);
+        const type = kind === 'gzip-csv' ? 'text/csv' : 'image/jpeg';
+        res.writeHead(200, { 'content-type': type, 'content-encoding': 'gzip', 'content-length': body.length, vary: 'Accept-Encoding' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+        return;
+      }
+      case 'early-hints': {
+        const body = await image();
+        req.socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n');
+        setTimeout(() => {
+          if (!req.socket.destroyed) req.socket.end(rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`, 'Connection: close'], body));
+        }, 20);
+        return;
+      }
+      case 'two-lengths': {
+        const body = await image();
+        req.socket.end(rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`, `Content-Length: ${body.length + 10}`, 'Connection: close'], body));
+        return;
+      }
+      case 'non-utf8-header': {
+        const body = await image();
+        const head = Buffer.concat([
+          Buffer.from(`HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: ${body.length}\r\nConnection: close\r\n`),
+          Buffer.from('Content-Disposition: inline; filename="caf\xe9 cr\xe8me.jpg"\r\nX-Title: \xff\xfe\xc3(\r\n\r\n', 'latin1'),
+        ]);
+        req.socket.end(Buffer.concat([head, body]));
+        return;
+      }
+      case 'one-byte-writes': {
+        const body = await image();
+        const wire = rawResponse('HTTP/1.1 200 OK', ['Content-Type: image/jpeg', `Content-Length: ${body.length}`, 'Connection: close'], body);
+        const sock = req.socket;
+        sock.setNoDelay(true);
+        let i = 0;
+        const next = (): void => {
+          if (sock.destroyed) return;
+          if (i >= wire.length) {
+            sock.end();
+            return;
+          }
+          sock.write(wire.subarray(i, ++i), () => setImmediate(next));
+        };
+        next();
+        return;
+      }
       default:
         res.writeHead(404, { 'content-type': 'text/plain' });
         res.end(`unknown fault kind ${kind}\n`);

@@ -78,7 +78,7 @@ export async function downloadFile(client: HttpClient, url: string, dest: string
       headers.range = `bytes=${offset}-`;
       if (meta.validator) headers['if-range'] = meta.validator;
     }
-    const res = await client.open(url, { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers });
+    const res = await client.open(url, { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers, decodeContentEncoding: true });
     if (res.status === 416 && offset > 0) {
       await res.dump();
       if (rangeTotal(header(res.headers, 'content-range')) === offset) return finish(offset);
@@ -90,7 +90,18 @@ export async function downloadFile(client: HttpClient, url: string, dest: string
       throw statusError(res.url, res.status, res.headers);
     }
     let total: number | null;
-    if (res.status === 206 && rangeStart(header(res.headers, 'content-range')) === offset) {
+    if (res.decodedEncoding !== undefined) {
+      // A gzipped response (some servers compress .csv whatever we ask): its lengths and ranges
+      // count encoded bytes, so no total to check and no resume; a retry starts at byte 0.
+      if (res.status === 206) {
+        await res.dump();
+        await rm(metaPath, { force: true });
+        throw new HttpError('NETWORK', `server sent an encoded (${res.decodedEncoding}) range; starting over`, url);
+      }
+      offset = 0;
+      total = null;
+      await rm(metaPath, { force: true });
+    } else if (res.status === 206 && rangeStart(header(res.headers, 'content-range')) === offset) {
       total = rangeTotal(header(res.headers, 'content-range'));
     } else {
       // A full body: the file changed (If-Range failed) or the server ignores ranges.
@@ -103,10 +114,16 @@ export async function downloadFile(client: HttpClient, url: string, dest: string
     const fh = await open(part, offset === 0 ? 'w' : 'a');
     let written = offset;
     try {
-      for await (const chunk of res.body) {
-        await fh.write(chunk);
-        written += chunk.length;
-        opts.onBytes?.(chunk.length);
+      try {
+        for await (const chunk of res.body) {
+          await fh.write(chunk);
+          written += chunk.length;
+          opts.onBytes?.(chunk.length);
+        }
+      } catch (err) {
+        if (!(err instanceof HttpError) || err.code !== 'NETWORK') throw err;
+        const of = total !== null ? ` of ${total}` : '';
+        throw new HttpError('NETWORK', `connection lost at byte ${written}${of}: ${err.message}`, url, err.status, undefined, { cause: err });
       }
       await fh.sync();
     } finally {
@@ -145,7 +162,8 @@ async function remoteSize(client: HttpClient, url: string, opts: FileDownloadOpt
     const res = await client.open(url, { method: 'HEAD', timeoutMs: opts.timeoutMs });
     await res.dump();
     const length = header(res.headers, 'content-length');
-    return res.status >= 200 && res.status < 300 && length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
+    const encoded = (header(res.headers, 'content-encoding') ?? 'identity').trim().toLowerCase() !== 'identity';
+    return res.status >= 200 && res.status < 300 && !encoded && length !== undefined && /^\d+$/.test(length) ? Number(length) : null;
   } catch {
     return null;
   }

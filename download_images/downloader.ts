@@ -206,11 +206,12 @@ export class ImageDownloader {
     for (let waits = 0; ; waits++) {
       const left = deadline - Date.now();
       if (left <= 0) throw new HttpError('TIMEOUT', 'timed out', url);
-      // The cap is enforced here, not by open(): its declared-length refusal destroys the body
-      // with no 'error' listener, which crashes the process (see test/http-client.test.ts).
+      // The cap is enforced below with img2dataset's message, so open() gets no maxBytes. We ask
+      // for identity, but some servers gzip images anyway: a browser decodes those, so do we.
       const res = await this.client.open(url, {
         timeoutMs: left,
         headers: { 'user-agent': this.userAgentString, 'accept-encoding': 'identity' },
+        decodeContentEncoding: true,
       });
       if (res.status < 200 || res.status >= 300) {
         await res.dump();
@@ -229,7 +230,8 @@ export class ImageDownloader {
         await res.dump();
         throw new FinalError(ROBOTS_REFUSAL);
       }
-      const lengthHeader = header(res.headers, 'content-length');
+      // An encoded body's Content-Length counts wire bytes, not the image's.
+      const lengthHeader = res.decodedEncoding === undefined ? header(res.headers, 'content-length') : undefined;
       const declared = lengthHeader !== undefined && /^\d+$/.test(lengthHeader.trim()) ? Number(lengthHeader) : undefined;
       const max = this.opts.maxImageBytes;
       if (declared !== undefined && declared > max) {

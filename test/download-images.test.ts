@@ -24,7 +24,8 @@ let db: Db;
 const KINDS: FaultKind[] = [
   'ok', 'redirect-ok', '404', '500', '429-then-ok', '429-always', 'reset', 'close-early', 'slow-headers',
   'slow-drip', 'endless', 'truncated', 'huge-declared', 'huge-undeclared', 'bomb', 'html', 'redirect-loop',
-  'robots-noai', 'robots-otherbot',
+  'robots-noai', 'robots-otherbot', 'http10-length', 'http10-close', 'close-slow-reader', 'fin-after-headers',
+  'chunked-trailers', 'gzip-image', 'early-hints', 'two-lengths', 'non-utf8-header', 'one-byte-writes',
 ];
 
 interface Expect {
@@ -167,7 +168,7 @@ test('mixed input end to end: every row once in the parquet with its status, suc
   await writeFile(join(out, '.tmp-dead-00001.tar'), 'partial');
   const again = await runCli([...baseArgs(input, out), '--incremental_mode', 'incremental']);
   assert.equal(again.code, 0, again.stderr);
-  assert.match(again.stderr, /shards already finished and skipped: 4/);
+  assert.match(again.stderr, new RegExp(`shards already finished and skipped: ${shards - 1}\\b`));
   assert.match(again.stderr, /shards finished in this run: 1/);
   assert.equal((await stat(join(out, '00000.tar'))).mtimeMs, before1.mtimeMs);
   assert.deepEqual((await readdir(out)).sort(), want.sort());

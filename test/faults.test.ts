@@ -3,16 +3,20 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { createInflate } from 'node:zlib';
+import { createInflate, gunzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
-import { decompressionBomb, FAULT_KINDS, faultImage, faultsRoute, type FaultKind } from '../demo/faults.ts';
+import { decompressionBomb, FAULT_KINDS, faultBody, faultCsv, faultImage, faultsRoute, type FaultKind } from '../demo/faults.ts';
 
 interface Raw {
   head: string;
   status: number;
   headers: Map<string, string[]>;
   body: Buffer;
+  /** Everything that arrived, framing included. */
+  wire: Buffer;
+  /** Number of 'data' events (TCP reads). */
+  reads: number;
   error?: string;
 }
 
@@ -25,7 +29,11 @@ function raw(port: number, path: string, waitMs = 1500): Promise<Raw> {
       sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
     });
     const timer = setTimeout(() => sock.destroy(), waitMs);
-    sock.on('data', (c: Buffer) => chunks.push(c));
+    let reads = 0;
+    sock.on('data', (c: Buffer) => {
+      reads++;
+      chunks.push(c);
+    });
     sock.on('error', (e: NodeJS.ErrnoException) => (error = e.code));
     sock.on('close', () => {
       clearTimeout(timer);
@@ -42,9 +50,11 @@ function raw(port: number, path: string, waitMs = 1500): Promise<Raw> {
       }
       resolve({
         head,
-        status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0),
+        status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0),
         headers,
         body: split >= 0 ? all.subarray(split + 4) : Buffer.alloc(0),
+        wire: all,
+        reads,
         error,
       });
     });
@@ -173,6 +183,47 @@ describe('fault route', () => {
     assert.equal(inflated, 30000 * (1 + 3750));
     await assert.rejects(sharp(png).metadata(), /pixel limit/);
     await assert.rejects(sharp(png).toBuffer(), /pixel limit/);
+  });
+
+  test('framing kinds put on the wire what their descriptions say', async () => {
+    const image = await faultImage(0, 5);
+    const h10 = await raw(host.port, '/faults/http10-length/5');
+    assert.match(h10.head, /^HTTP\/1\.0 200 OK\r\n/);
+    assert.equal(Number(h10.headers.get('content-length')?.[0]), image.length);
+    assert.ok(h10.body.equals(image));
+    const h10c = await raw(host.port, '/faults/http10-close/5');
+    assert.match(h10c.head, /^HTTP\/1\.0 200 OK\r\n/);
+    assert.equal(h10c.headers.get('content-length'), undefined);
+    assert.ok(h10c.body.equals(image));
+    const slow = await raw(host.port, '/faults/close-slow-reader/5');
+    assert.ok(slow.body.equals(await faultBody('close-slow-reader', 5)));
+    assert.ok(slow.body.length > 300_000, `${slow.body.length} bytes`);
+    assert.deepEqual(slow.headers.get('connection'), ['close']);
+    const fin = await raw(host.port, '/faults/fin-after-headers/5');
+    assert.equal(Number(fin.headers.get('content-length')?.[0]), image.length);
+    assert.equal(fin.body.length, 0);
+    const chunked = await raw(host.port, '/faults/chunked-trailers/5');
+    assert.deepEqual(chunked.headers.get('transfer-encoding'), ['chunked']);
+    assert.match(chunked.body.toString('latin1'), /\r\n0\r\nX-Checksum: 5f3c\r\nServer-Timing: [^\r]+\r\n\r\n$/);
+    const gz = await raw(host.port, '/faults/gzip-image/5');
+    assert.deepEqual(gz.headers.get('content-encoding'), ['gzip']);
+    assert.ok(gunzipSync(gz.body).equals(image));
+    const csv = await raw(host.port, '/faults/gzip-csv/5');
+    assert.ok(gunzipSync(csv.body).equals(faultCsv(5)));
+    assert.match(faultCsv(5).toString(), /^URL,TEXT,/);
+    const hints = await raw(host.port, '/faults/early-hints/5');
+    assert.equal(hints.status, 103);
+    assert.match(hints.wire.toString('latin1'), /^HTTP\/1\.1 103 Early Hints\r\nLink: [^\r]+\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.ok(hints.wire.subarray(hints.wire.length - image.length).equals(image));
+    const two = await raw(host.port, '/faults/two-lengths/5');
+    assert.deepEqual(two.headers.get('content-length'), [String(image.length), String(image.length + 10)]);
+    const latin = await raw(host.port, '/faults/non-utf8-header/5');
+    assert.ok(latin.wire.includes(Buffer.from([0x63, 0x61, 0x66, 0xe9])), 'caf\\xe9 is on the wire as one Latin-1 byte');
+    assert.ok(latin.body.equals(image));
+    const bytes = await raw(host.port, '/faults/one-byte-writes/5');
+    assert.ok(bytes.body.equals(image));
+    // Loopback may coalesce a few segments, but never the whole response into a handful of reads.
+    assert.ok(bytes.reads > image.length / 4, `${bytes.reads} reads for ${bytes.wire.length} bytes`);
   });
 
   test('html, redirects and X-Robots-Tag headers', async () => {

@@ -246,7 +246,7 @@ export class HttpClient {
         try {
           head = await rx.head;
         } catch (err) {
-          throw translate(err, current);
+          throw translate(malformedHead(err), current);
         }
         const location = header(head.headers, 'location');
         if (REDIRECTS.has(head.status) && location !== undefined) {
@@ -261,7 +261,8 @@ export class HttpClient {
         const finalUrl = current;
         const declared = Number(header(head.headers, 'content-length'));
         const encoding = (header(head.headers, 'content-encoding') ?? 'identity').trim().toLowerCase();
-        const decoding = opts.decodeContentEncoding === true && method !== 'HEAD' && encoding !== 'identity';
+        // Unknown codings pass through as they came (what a client that decodes nothing would store).
+        const decoding = opts.decodeContentEncoding === true && method !== 'HEAD' && DECODABLE.has(encoding) && declared !== 0;
         if (method !== 'HEAD' && !decoding && Number.isFinite(declared) && declared > maxBytes) {
           rx.abort(new Error('declared body over the cap'));
           throw new HttpError('BODY_TOO_LARGE', `body of ${declared} bytes is over the ${maxBytes}-byte cap`, finalUrl, head.status);
@@ -346,17 +347,41 @@ export class HttpClient {
   }
 }
 
+/**
+ * Parser errors before the headers are whole mean the server's framing cannot be trusted. undici
+ * reports two different Content-Length headers as a length mismatch, which reads like a truncation.
+ */
+function malformedHead(err: unknown): unknown {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+    return new Error('malformed response: conflicting Content-Length headers', { cause: err });
+  }
+  if (/^HPE_/.test(e?.code ?? '') || (err as Error)?.name === 'HTTPParserError') {
+    return new Error(`malformed response: ${e.message ?? String(err)}`, { cause: err });
+  }
+  return err;
+}
+
+const DECODABLE = new Set(['gzip', 'x-gzip', 'br', 'deflate']);
+
+function hasZlibHeader(b: Buffer): boolean {
+  return b.length >= 2 && (b[0]! & 0x0f) === 8 && ((b[0]! << 8) | b[1]!) % 31 === 0;
+}
+
 /** A Content-Encoding'd body, decoded as it streams, the decoded bytes under the same cap. */
 async function* decode(wire: AsyncIterable<Buffer>, encoding: string, maxBytes: number): AsyncGenerator<Buffer> {
+  const it = wire[Symbol.asyncIterator]();
+  const first = await it.next();
+  const head = first.done ? Buffer.alloc(0) : first.value;
   let z: Gunzip | ReturnType<typeof createInflate>;
   if (encoding === 'gzip' || encoding === 'x-gzip') z = createGunzip();
   else if (encoding === 'br') z = createBrotliDecompress();
-  else if (encoding === 'deflate') z = createInflate();
-  else if (encoding === 'deflate-raw') z = createInflateRaw();
-  else throw new Error(`unsupported Content-Encoding: ${encoding}`);
+  // "deflate" should be zlib-wrapped, but many servers send raw deflate; browsers accept both.
+  else z = hasZlibHeader(head) ? createInflate() : createInflateRaw();
   const feeding = (async () => {
     try {
-      for await (const chunk of wire) {
+      for (let r: IteratorResult<Buffer> = first; !r.done; r = await it.next()) {
+        const chunk = r.value;
         if (!z.write(chunk)) await new Promise<void>((r) => z.once('drain', r).once('close', r));
         if (z.destroyed) return;
       }
