@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
 import { faultsRoute, faultUrl } from '../demo/faults.ts';
 import { blockedReason } from '../lib/http/address-guard.ts';
@@ -161,6 +162,62 @@ describe('HttpClient deadlines and caps', () => {
     } finally {
       await srv.close();
     }
+  });
+});
+
+describe('HttpClient Content-Encoding', () => {
+  const PLAIN = Buffer.from('URL,TEXT\n' + 'https://example.com/a.jpg,"a cat on a mat"\n'.repeat(5000));
+  const bodies: Record<string, Buffer> = {
+    gzip: gzipSync(PLAIN),
+    br: brotliCompressSync(PLAIN),
+    deflate: deflateSync(PLAIN), // zlib-wrapped, as the RFC says
+    'deflate-raw': deflateRawSync(PLAIN), // sent as "deflate" by servers that got it wrong
+    bomb: gzipSync(Buffer.alloc(50_000_000)),
+    bad: Buffer.concat([gzipSync(PLAIN).subarray(0, 100), Buffer.alloc(100, 0x41)]),
+    unknown: Buffer.from('opaque'),
+  };
+  const encodingOf: Record<string, string> = { 'deflate-raw': 'deflate', bomb: 'gzip', bad: 'gzip', unknown: 'x-custom' };
+  let srv: Awaited<ReturnType<typeof listen>>;
+  let client: HttpClient;
+  before(async () => {
+    srv = await listen((req, res) => {
+      const name = req.url!.slice(1);
+      res.writeHead(200, { 'content-encoding': encodingOf[name] ?? name, 'content-length': bodies[name]!.length });
+      res.end(bodies[name]);
+    });
+    client = new HttpClient({ allowPrivateAddresses: true });
+  });
+  after(async () => {
+    await client.close();
+    await srv.close();
+  });
+  const url = (name: string): string => `http://127.0.0.1:${srv.port}/${name}`;
+
+  test('gzip, br, deflate and raw deflate are decoded when asked, left alone otherwise', async () => {
+    for (const name of ['gzip', 'br', 'deflate', 'deflate-raw']) {
+      const res = await client.open(url(name), { timeoutMs: 5000, decodeContentEncoding: true, maxBytes: PLAIN.length });
+      assert.equal(res.decodedEncoding, encodingOf[name] ?? name);
+      assert.ok((await res.buffer()).equals(PLAIN), name);
+    }
+    const raw = await client.open(url('gzip'), { timeoutMs: 5000 });
+    assert.equal(raw.decodedEncoding, undefined);
+    assert.ok((await raw.buffer()).equals(bodies.gzip!));
+    const unknown = await client.open(url('unknown'), { timeoutMs: 5000, decodeContentEncoding: true });
+    assert.equal(unknown.decodedEncoding, undefined);
+    assert.ok((await unknown.buffer()).equals(bodies.unknown!));
+  });
+
+  test('the cap applies to the decoded bytes: a 50 KB gzip of 50 MB stops at the cap', async () => {
+    assert.ok(bodies.bomb!.length < 100_000);
+    const res = await client.open(url('bomb'), { timeoutMs: 5000, decodeContentEncoding: true, maxBytes: 1_000_000 });
+    const { error } = await timed(() => res.buffer());
+    assert.match(assertHttpError(error, 'BODY_TOO_LARGE').message, /1000000-byte cap once decoded \(gzip\)/);
+  });
+
+  test('a corrupt gzip body is a network error saying so, not a crash', async () => {
+    const res = await client.open(url('bad'), { timeoutMs: 5000, decodeContentEncoding: true });
+    const { error } = await timed(() => res.buffer());
+    assert.match(assertHttpError(error, 'NETWORK').message, /bad gzip body/);
   });
 });
 
