@@ -96,6 +96,8 @@ function childExecArgv(): string[] {
     const a = argv[i]!;
     if (/^--(import|require|loader|experimental-loader)$/.test(a) && i + 1 < argv.length) keep.push(a, argv[++i]!);
     else if (/^--(import|require|loader|experimental-loader)=/.test(a)) keep.push(a);
+    // `node --cpu-prof --cpu-prof-dir=DIR` profiles the whole process tree (NODE_OPTIONS refuses it).
+    else if (/^--cpu-prof(-dir=|-interval=|$)/.test(a)) keep.push(a);
   }
   if (!keep.some((a) => a.includes('tsx'))) keep.push('--import', 'tsx');
   // V8 starts the old generation's limit at a few MB, and a worker's old generation keeps growing
