@@ -54,10 +54,22 @@ export interface TuneOptions {
   log?: (msg: string) => void;
 }
 
-/** Smallest i in [lo, hi] with ok(i), or hi + 1 when none (ok must be monotone). */
+/**
+ * Smallest v in [lo, hi] with ok(v), or hi + 1 when none (ok must be monotone). Gallops up from lo
+ * (lo, 2lo, 4lo, ...) before bisecting: large nprobe / efSearch values are the expensive ones to
+ * try, and the answer is usually small.
+ */
 async function firstTrue(lo: number, hi: number, ok: (v: number) => Promise<boolean>): Promise<number> {
-  let a = lo;
-  let b = hi + 1;
+  let below = lo - 1; // largest value known to fail
+  let v = lo;
+  for (;;) {
+    if (await ok(v)) break;
+    below = v;
+    if (v >= hi) return hi + 1;
+    v = Math.min(hi, Math.max(v + 1, v * 2));
+  }
+  let a = below + 1;
+  let b = v; // ok(b) holds
   while (a < b) {
     const mid = Math.floor((a + b) / 2);
     if (await ok(mid)) b = mid;
