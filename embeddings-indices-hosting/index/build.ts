@@ -3,6 +3,7 @@
 // search parameters on held-out queries against exact search, write the index and its
 // index_infos json. Also: add new partitions to an index built before, without retraining.
 import { readFile, stat } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../../lib/atomic-file.ts';
 import { createIndex, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
 import { estimatedIndexSize, formatMemory, selectIndexKey } from './key-selection.ts';
@@ -210,7 +211,7 @@ export async function buildIndex(opts: BuildOptions): Promise<BuildResult> {
       if (tuned.recallAt10 !== null) log(`recall@10 ${tuned.recallAt10.toFixed(3)} at ${indexParam}`);
     }
     const infos = await finishIndex(index, key, set, opts, q.x, nq, indexParam);
-    const manifest: PartsManifest = { index_key: key, parts: set.files.map((f) => ({ file: f.path, rows: f.rows })) };
+    const manifest: PartsManifest = { index_key: key, parts: set.files.map((f) => ({ file: relative(opts.embeddingsFolder, f.path), rows: f.rows })) };
     await writeFileAtomic(partsPath(opts.indexPath), JSON.stringify(manifest, null, 2) + '\n');
     sampleRss();
     return { infos, set, trainSeconds, addSeconds, peakRss: peak };
@@ -232,20 +233,21 @@ export async function addNewPartitions(opts: BuildOptions): Promise<{ infos: Ind
     throw new Error(`cannot add partitions to ${opts.indexPath}: its manifest ${partsPath(opts.indexPath)} is missing or unreadable (${(err as Error).message}); build the index first`);
   }
   const prevInfos = JSON.parse(await readFile(opts.infosPath, 'utf8')) as IndexInfos;
+  const rel = (path: string) => relative(opts.embeddingsFolder, path);
   const known = new Set(manifest.parts.map((p) => p.file));
   const current = await listEmbeddings(opts.embeddingsFolder);
   for (const p of manifest.parts) {
-    const f = current.files.find((x) => x.path === p.file);
+    const f = current.files.find((x) => rel(x.path) === p.file);
     if (!f || f.rows !== p.rows) throw new Error(`${p.file} was indexed with ${p.rows} rows but now ${f ? `has ${f.rows}` : 'is missing'}: partitions already indexed must not change; rebuild instead`);
   }
-  let fresh = current.files.filter((f) => !known.has(f.path));
+  let fresh = current.files.filter((f) => !known.has(rel(f.path)));
   const index = await readIndex(opts.indexPath);
   try {
     const before = index.ntotal;
     let expected = manifest.parts.reduce((a, p) => a + p.rows, 0);
     // killed after the index was written but before its manifest: the first new files are in it
     while (before > expected && fresh.length > 0 && expected + fresh[0]!.rows <= before) {
-      manifest.parts.push({ file: fresh[0]!.path, rows: fresh[0]!.rows });
+      manifest.parts.push({ file: rel(fresh[0]!.path), rows: fresh[0]!.rows });
       expected += fresh[0]!.rows;
       fresh = fresh.slice(1);
     }
@@ -259,11 +261,11 @@ export async function addNewPartitions(opts: BuildOptions): Promise<{ infos: Ind
     if (set.d !== index.d) throw new Error(`new partitions have dimension ${set.d}, the index ${index.d}`);
     log(`adding ${fresh.length} new partitions (${set.total} vectors) to ${opts.indexPath} (${before} vectors, ${prevInfos.index_key})`);
     await addAll(index, set, 65536, threads, log, 'add');
-    const all = await describeFiles([...manifest.parts.map((p) => p.file), ...fresh.map((f) => f.path)]);
+    const all = await describeFiles([...manifest.parts.map((p) => join(opts.embeddingsFolder, p.file)), ...fresh.map((f) => f.path)]);
     const nq = Math.min(opts.tuningQueries ?? 500, all.total);
     const q = await tuningSet(all, nq, (opts.seed ?? 0) + 2);
     const infos = await finishIndex(index, manifest.index_key, all, opts, q.x, nq, prevInfos.index_param);
-    const next: PartsManifest = { index_key: manifest.index_key, parts: all.files.map((f) => ({ file: f.path, rows: f.rows })) };
+    const next: PartsManifest = { index_key: manifest.index_key, parts: all.files.map((f) => ({ file: rel(f.path), rows: f.rows })) };
     await writeFileAtomic(partsPath(opts.indexPath), JSON.stringify(next, null, 2) + '\n');
     return { infos, added: fresh.map((f) => f.path) };
   } finally {

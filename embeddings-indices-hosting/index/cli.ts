@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { tempPathFor } from '../../lib/atomic-file.ts';
 import { CliError, defineCli } from '../../lib/cli.ts';
 import { interruptibleBySignals, InterruptedError, loadFaiss } from '../../lib/faiss/index.ts';
@@ -112,7 +112,7 @@ export async function main(argv: string[]): Promise<number> {
         }
         const opts: BuildOptions = {
           embeddingsFolder: folder,
-          indexPath: join(flags.indexFolder, `${name}.index`),
+          indexPath: resolve(flags.indexFolder, `${name}.index`),
           infosPath: join(flags.indexFolder, `${name}.json`),
           budget,
           currentMemory,
