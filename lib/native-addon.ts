@@ -17,10 +17,14 @@ export interface AddonSpec {
   libs: readonly string[];
   /** The Debian package that provides the headers and libraries. */
   debianPackages: readonly string[];
+  /** Extra compiler flags for this addon only (e.g. -fopenmp). */
+  cflags?: readonly string[];
 }
 
 export const ADDONS: readonly AddonSpec[] = [
   { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/jpeg-codec.cc', 'lib/image-ops/resample.cc', 'lib/image-ops/transform.cc', 'lib/image-ops/progressive-refine.cc'], libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
+  // Debian ships faiss only as a static PIC libfaiss.a: it links into the addon with OpenBLAS + OpenMP.
+  { name: 'faiss', sources: ['lib/faiss/addon.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
 ];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,7 +38,7 @@ export function buildCommand(spec: AddonSpec, out: string): string[] {
   const headers = join(dirname(require.resolve('node-api-headers/package.json')), 'include');
   const addonApi = dirname(require.resolve('node-addon-api/package.json'));
   return [
-    'g++', '-shared', '-fPIC', '-O3', '-fno-math-errno', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
+    'g++', '-shared', '-fPIC', '-O3', '-fno-math-errno', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS', ...(spec.cflags ?? []),
     `-I${headers}`, `-I${addonApi}`, ...spec.sources.map((s) => join(ROOT, s)), '-o', out, ...spec.libs,
   ];
 }

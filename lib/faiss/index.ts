@@ -1,0 +1,147 @@
+// Typed face of our faiss addon (lib/faiss/addon.cc over Debian's libfaiss-dev 1.7.3). Index files
+// are plain faiss files: Python's faiss.read_index opens them.
+import { rename, rm } from 'node:fs/promises';
+import { tempPathFor } from '../atomic-file.ts';
+import { loadAddon } from '../native-addon.ts';
+
+export type Metric = 'ip' | 'l2';
+
+export interface SearchResult {
+  /** nq*k scores, row-major (inner product: higher is closer; l2: squared distance). */
+  distances: Float32Array;
+  /** nq*k ids, -1 where fewer than k results were found. */
+  labels: Float64Array;
+}
+
+/** Knobs for training that index_factory leaves at faiss' defaults. */
+export interface TrainingOptions {
+  /** OPQ outer iterations (faiss default 50: very slow on Debian's generic build). */
+  opqNiter?: number;
+  /** PQ iterations inside each OPQ iteration (default 4). */
+  opqNiterPq?: number;
+  /** OPQ trains on at most this many vectors (default 65536). */
+  opqMaxTrainPoints?: number;
+  /** Coarse k-means iterations (default 10 in 1.7.3's IVF ClusteringParameters... 25 in Clustering). */
+  kmeansNiter?: number;
+  /** k-means subsamples to this many points per centroid (default 256). */
+  maxPointsPerCentroid?: number;
+  /** PQ sub-quantiser k-means iterations (default 25). */
+  pqNiter?: number;
+  /** Polysemous training for IVFPQ (default false here; we search with ht=2048 anyway). */
+  polysemousTraining?: boolean;
+  efConstruction?: number;
+}
+
+export interface NativeIndex {
+  readonly ntotal: number;
+  readonly d: number;
+  readonly metric: Metric | 'other';
+  readonly isTrained: boolean;
+  train(x: Float32Array, n: number, threads?: number): Promise<void>;
+  add(x: Float32Array, n: number, threads?: number): Promise<void>;
+  search(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchResult>;
+  write(path: string): Promise<void>;
+  /** ParameterSpace syntax: "nprobe=16,efSearch=32,ht=2048". */
+  setParameters(params: string): void;
+  configureTraining(options: TrainingOptions): void;
+  reconstruct(id: number, n?: number): Float32Array;
+  /** sa_decode(sa_encode(x)), or null when the index has no standalone codec (HNSW, IVF with HNSW...). */
+  codecRoundTrip(x: Float32Array, n: number): Float32Array | null;
+  /** The structure, e.g. IndexIVF(nlist=1024,nprobe=1,metric=ip,quantizer=IndexFlat(metric=ip)). */
+  describe(): string;
+  dispose(): void;
+}
+
+interface FaissAddon {
+  FaissIndex: {
+    factory(d: number, key: string, metric: Metric): NativeIndex;
+    read(path: string, mmap: boolean): Promise<NativeIndex>;
+  };
+  setInterrupt(on: boolean): void;
+  setBlasThreads(n: number): void;
+  maxThreads(): number;
+  faissVersion: string;
+}
+
+export const FAISS_APT_PACKAGES = ['libfaiss-dev', 'libopenblas-dev'];
+
+let cached: FaissAddon | undefined;
+
+/** The addon; throws one line naming the packages when it is not built here. */
+export function loadFaiss(): FaissAddon {
+  if (cached) return cached;
+  const r = loadAddon<FaissAddon>('faiss');
+  if (!r.addon) {
+    throw new Error(`faiss is not available: ${r.reason}. Install it with: apt-get install ${FAISS_APT_PACKAGES.join(' ')} && npm run build:native (or bash .ci/install)`);
+  }
+  cached = r.addon;
+  return cached;
+}
+
+export function faissAvailable(): { ok: true } | { ok: false; reason: string } {
+  try {
+    loadFaiss();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
+}
+
+export function createIndex(d: number, key: string, metric: Metric = 'ip'): NativeIndex {
+  return loadFaiss().FaissIndex.factory(d, key, metric);
+}
+
+/** Reads a faiss file; with mmap the inverted lists stay on disk (IO_FLAG_MMAP | IO_FLAG_READ_ONLY). */
+export async function readIndex(path: string, options: { mmap?: boolean } = {}): Promise<NativeIndex> {
+  try {
+    return await loadFaiss().FaissIndex.read(path, options.mmap ?? false);
+  } catch (err) {
+    throw new Error(`cannot read faiss index ${path}: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** Writes under a temporary name in the same folder, then renames. */
+export async function writeIndexAtomic(index: NativeIndex, path: string): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    await index.write(tmp);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export class InterruptedError extends Error {
+  constructor(signal: string) {
+    super(`interrupted by ${signal}`);
+  }
+}
+
+/**
+ * Runs `fn` with SIGINT/SIGTERM turned into a faiss interrupt: a training run in progress stops at
+ * its next check and `fn` rejects with InterruptedError. A second signal exits at once.
+ */
+export async function interruptibleBySignals<T>(fn: () => Promise<T>): Promise<T> {
+  const faiss = loadFaiss();
+  let caught: string | null = null;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (caught) process.exit(signal === 'SIGINT' ? 130 : 143);
+    caught = signal;
+    faiss.setInterrupt(true);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const result = await fn();
+    if (caught) throw new InterruptedError(caught);
+    return result;
+  } catch (err) {
+    if (caught) throw new InterruptedError(caught);
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    faiss.setInterrupt(false);
+  }
+}
