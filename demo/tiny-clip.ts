@@ -11,6 +11,7 @@
 //   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { clipTokenizerConfig } from '../embeddings-indices-hosting/inference/tokenizer.ts';
 import { isMainModule } from '../lib/cli.ts';
 
 // ---- A minimal ONNX protobuf encoder: just the messages and fields a small graph needs.
@@ -118,16 +119,19 @@ export function colourDirection(rgb: readonly number[]): number[] {
   return v;
 }
 
-/** Byte-level BPE symbols as GPT-2 / CLIP map bytes to printable characters. */
-export function bytesToUnicode(): string[] {
+/**
+ * Byte-level BPE symbols as GPT-2 / CLIP map bytes to printable characters, in CLIP's vocabulary
+ * order: the printable Latin-1 bytes (themselves) first, then the other bytes as 256, 257, ...
+ */
+export function byteSymbolsInVocabOrder(): string[] {
   const keep: number[] = [];
   for (let b = 33; b <= 126; b++) keep.push(b);
   for (let b = 161; b <= 172; b++) keep.push(b);
   for (let b = 174; b <= 255; b++) keep.push(b);
-  const table = new Array<string>(256);
+  const symbols = keep.map((b) => String.fromCharCode(b));
   let extra = 0;
-  for (let b = 0; b < 256; b++) table[b] = keep.includes(b) ? String.fromCharCode(b) : String.fromCharCode(256 + extra++);
-  return table;
+  for (let b = 0; b < 256; b++) if (!keep.includes(b)) symbols.push(String.fromCharCode(256 + extra++));
+  return symbols;
 }
 
 /**
@@ -136,7 +140,7 @@ export function bytesToUnicode(): string[] {
  * each word left to right, so every word of the tiny model is one token.
  */
 export function tinyVocab(words: readonly string[]): { vocab: Record<string, number>; merges: string[] } {
-  const bytes = bytesToUnicode();
+  const bytes = byteSymbolsInVocabOrder();
   const symbols = [...bytes, ...bytes.map((s) => `${s}</w>`)];
   const merges: string[] = [];
   const seen = new Set(symbols);
@@ -160,45 +164,11 @@ export function tinyVocab(words: readonly string[]): { vocab: Record<string, num
   return { vocab, merges };
 }
 
-/** tokenizer.json as Hugging Face writes it for CLIP (normaliser, split pattern, byte level, BPE with `</w>`). */
+/** tokenizer.json as Hugging Face writes it for CLIP, RobertaProcessing post-processor included. */
 export function clipTokenizerJson(vocab: Record<string, number>, merges: string[]): object {
-  const sot = vocab['<|startoftext|>']!;
-  const eot = vocab['<|endoftext|>']!;
-  const added = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true });
   return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [added(sot, '<|startoftext|>'), added(eot, '<|endoftext|>')],
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' }, { type: 'Lowercase' }],
-    },
-    pre_tokenizer: {
-      type: 'Sequence',
-      pretokenizers: [
-        {
-          type: 'Split',
-          pattern: { Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+" },
-          behavior: 'Removed',
-          invert: true,
-        },
-        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
-      ],
-    },
-    post_processor: { type: 'RobertaProcessing', sep: ['<|endoftext|>', eot], cls: ['<|startoftext|>', sot], trim_offsets: false, add_prefix_space: false },
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: '<|endoftext|>',
-      continuing_subword_prefix: '',
-      end_of_word_suffix: '</w>',
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges,
-    },
+    ...clipTokenizerConfig(vocab, merges),
+    post_processor: { type: 'RobertaProcessing', sep: ['<|endoftext|>', vocab['<|endoftext|>']], cls: ['<|startoftext|>', vocab['<|startoftext|>']], trim_offsets: false, add_prefix_space: false },
   };
 }
 
