@@ -42,6 +42,7 @@ extern "C" {
 #endif
 }
 
+#include "clip-preprocess.h"
 #include "progressive-refine.h"
 
 static_assert(sizeof(JCOEF) == sizeof(int16_t), "libjpeg built with 16-bit coefficients");
@@ -893,6 +894,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transformRaw", Napi::Function::New(env, TransformRawJs));
   exports.Set("trimHeap", Napi::Function::New(env, TrimHeapJs));
   exports.Set("libjpegVersion", JPEG_LIB_VERSION);
+  clip_preprocess::Register(env, exports);
   return exports;
 }
 
