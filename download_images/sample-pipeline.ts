@@ -14,7 +14,8 @@ import { columnList, sampleKey, shardName } from './reader.ts';
 import type { ResizeResult } from './resizer.ts';
 import { commitShard } from './shard-state.ts';
 import { ShardStats, type SampleStatus, type ShardStatsJson } from './stats.ts';
-import { createShardWriter, PyFloat, pyStr, type InputColumn, type SampleRecord } from './writers.ts';
+import { PyFloat, pyStr } from './python-text.ts';
+import { createShardWriter, type InputColumn, type SampleRecord } from './writers.ts';
 
 
 /** The per-sample steps, injectable so the shard logic can be tested on its own. */

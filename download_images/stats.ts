@@ -1,6 +1,6 @@
 // Per-shard `<shard>_stats.json` exactly as img2dataset's logger writes it (reference 2.7), the
 // status counter behind it, and the run summary printed at the end (reference 7).
-import { pyJsonDumps, PyFloat } from './writers.ts';
+import { pyJsonDumps, PyFloat } from './python-text.ts';
 
 export type SampleStatus = 'success' | 'failed_to_download' | 'failed_to_resize';
 

@@ -20,7 +20,7 @@ export interface AddonSpec {
 }
 
 export const ADDONS: readonly AddonSpec[] = [
-  { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/progressive-refine.cc', 'lib/image-ops/clip-preprocess.cc'], libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
+  { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/jpeg-codec.cc', 'lib/image-ops/resample.cc', 'lib/image-ops/transform.cc', 'lib/image-ops/progressive-refine.cc', 'lib/image-ops/clip-preprocess.cc'], libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
 ];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

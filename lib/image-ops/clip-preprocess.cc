@@ -5,13 +5,9 @@
 // ((H - crop) // 2, zero padding where the image is smaller), rescale, normalise, written as
 // float32 CHW straight into the caller's batch tensor. Only the cropped window is resampled: every
 // output pixel depends only on its own taps, so the values are those of a full resize then a crop.
-//
-// The JPEG decode is a small copy of the libjpeg calls in addon.cc: that file is being split by
-// concern, and this one must build on its own; the two can share one decoder afterwards.
 #include "clip-preprocess.h"
 
 #include <algorithm>
-#include <csetjmp>
 #include <cstdlib>
 #include <cmath>
 #include <cstdint>
@@ -20,66 +16,13 @@
 #include <string>
 #include <vector>
 
-extern "C" {
-#include <jpeglib.h>
-}
+#include "jpeg-codec.h"
 
 namespace clip_preprocess {
 namespace {
 
-// ---- JPEG to RGB (libjpeg's defaults, as PIL decodes: islow DCT, fancy upsampling).
-
-struct JpegError {
-  jpeg_error_mgr pub;
-  jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-};
-
-void OnJpegError(j_common_ptr cinfo) {
-  JpegError* err = reinterpret_cast<JpegError*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, err->message);
-  longjmp(err->jump, 1);
-}
-
-void OnJpegMessage(j_common_ptr, int) {}
-
-// Plain C-style: libjpeg longjmps out of errors, which must not cross frames owning C++ objects.
-bool DecodeJpegRgb(const uint8_t* data, size_t len, uint8_t** out, int* width, int* height, char* message) {
-  jpeg_decompress_struct cinfo;
-  JpegError err;
-  uint8_t* volatile pixels = nullptr;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = OnJpegError;
-  err.pub.emit_message = OnJpegMessage;
-  jpeg_create_decompress(&cinfo);
-  if (setjmp(err.jump)) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "%s", err.message);
-    std::free(pixels);
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(len));
-  jpeg_read_header(&cinfo, TRUE);
-  cinfo.out_color_space = JCS_RGB;
-  jpeg_start_decompress(&cinfo);
-  const size_t stride = static_cast<size_t>(cinfo.output_width) * 3;
-  pixels = static_cast<uint8_t*>(std::malloc(stride * cinfo.output_height));
-  if (pixels == nullptr) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "out of memory");
-    jpeg_destroy_decompress(&cinfo);
-    return false;
-  }
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = pixels + stride * cinfo.output_scanline;
-    jpeg_read_scanlines(&cinfo, &row, 1);
-  }
-  *width = static_cast<int>(cinfo.output_width);
-  *height = static_cast<int>(cinfo.output_height);
-  jpeg_abort_decompress(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
-  *out = pixels;
-  return true;
-}
+// ---- JPEG to RGB: jpeg-codec.cc's decoder at full size (libjpeg's defaults, as PIL decodes:
+// islow DCT, fancy upsampling), so the pixels are PIL's.
 
 // ---- PIL's resampling filters (Pillow's Resample.c, by value: resample ids as in preprocessor_config.json).
 
@@ -373,8 +316,8 @@ class PreprocessWorker : public Napi::AsyncWorker {
     std::vector<uint8_t> rgb;
     const uint8_t* pixels = nullptr;
     if (jpeg_) {
-      char message[JMSG_LENGTH_MAX];
-      if (!DecodeJpegRgb(input_, inputLen_, &decoded, &w_, &h_, message)) {
+      char message[imageops::kMessageSize];
+      if (!imageops::Decode(input_, inputLen_, 1, nullptr, &decoded, &w_, &h_, message)) {
         SetError(std::string("JPEG decode failed: ") + message);
         return;
       }

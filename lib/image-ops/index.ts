@@ -1,5 +1,5 @@
-// Typed face of the image addon (lib/image-ops/addon.cc: libjpeg-turbo decode and encode, our
-// resampler) plus the header facts libjpeg does not report (EXIF orientation, an embedded ICC
+// Typed face of the image addon (addon.cc the N-API glue; jpeg-codec.cc libjpeg-turbo decode and
+// encode; resample.cc our resampler; transform.cc resize, crop, pad) plus the header facts libjpeg does not report (EXIF orientation, an embedded ICC
 // profile), read from the marker segments in JS.
 import { loadAddon } from '../native-addon.ts';
 
