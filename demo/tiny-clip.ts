@@ -143,19 +143,34 @@ export function tinyVocab(words: readonly string[]): { vocab: Record<string, num
   const bytes = byteSymbolsInVocabOrder();
   const symbols = [...bytes, ...bytes.map((s) => `${s}</w>`)];
   const merges: string[] = [];
-  const seen = new Set(symbols);
-  for (const word of words) {
-    const chars = [...word];
-    let left = chars[0]!;
-    for (let i = 1; i < chars.length; i++) {
-      const right = i === chars.length - 1 ? `${chars[i]}</w>` : chars[i]!;
-      const merged = left + right;
-      if (!seen.has(merged)) {
-        merges.push(`${left} ${right}`);
-        symbols.push(merged);
-        seen.add(merged);
+  const rank = new Map<string, number>();
+  // BPE as CLIP applies it: the lowest-ranked adjacent pair merges first, everywhere in the word.
+  const bpe = (word: string): string[] => {
+    let parts = [...word.slice(0, -1), `${word.slice(-1)}</w>`];
+    for (;;) {
+      let best = -1;
+      for (let i = 0; i + 1 < parts.length; i++) {
+        const r = rank.get(`${parts[i]} ${parts[i + 1]}`);
+        if (r !== undefined && (best < 0 || r < rank.get(`${parts[best]} ${parts[best + 1]}`)!)) best = i;
       }
-      left = merged;
+      if (best < 0) return parts;
+      const [a, b] = [parts[best]!, parts[best + 1]!];
+      const merged: string[] = [];
+      for (let i = 0; i < parts.length; i++) {
+        if (i + 1 < parts.length && parts[i] === a && parts[i + 1] === b) merged.push(a + parts[++i]!);
+        else merged.push(parts[i]!);
+      }
+      parts = merged;
+    }
+  };
+  // Each word becomes one token: join what the merges so far leave of it, left to right, with new
+  // merges ranked after every earlier one (so they never change how an earlier word splits).
+  for (const word of words) {
+    for (let parts = bpe(word); parts.length > 1; parts = bpe(word)) {
+      const pair = `${parts[0]} ${parts[1]}`;
+      rank.set(pair, merges.length);
+      merges.push(pair);
+      symbols.push(parts[0]! + parts[1]!);
     }
   }
   symbols.push('<|startoftext|>', '<|endoftext|>');
@@ -218,10 +233,12 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
     [valueInfo('text_embeds', FLOAT, ['batch_size', D])],
   );
 
-  // Image tower: per-channel mean of the normalised pixels, un-normalised back to 0..1 RGB and
-  // centred: image_embeds = mean * std + (mean_rgb - 0.5), i.e. one MatMul + Add into the first
-  // three dimensions. Spatial detail: the 2x2 grid's channel means feed dimensions 3.. weakly, so
-  // images with the same colour but different layouts differ a little.
+  // Image tower: the per-channel minimum over the image's 4x4-pixel block means (blocks smooth
+  // away JPEG ringing at edges), un-normalised back to 0..1 RGB and
+  // centred, into the first three dimensions. On a light background the minimum is the shape's
+  // colour (a red shape on white: R stays 1, G and B drop to 0), so the image lands on its colour
+  // word's direction. The 2x2 grid's channel means feed dimensions 3.. weakly, so images of the same
+  // colour still differ a little.
   const W = new Float32Array(3 * D);
   const bias = new Float32Array(D);
   for (let c = 0; c < 3; c++) {
@@ -233,8 +250,12 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
   const visionModel = model(
     'tiny_clip_vision',
     [
-      node('ReduceMean', [options.pixelValuesName ?? 'pixel_values'], ['channel_mean'], { axes: { ints: [2, 3] }, keepdims: { i: 0 } }),
-      node('MatMul', ['channel_mean', 'colour_projection'], ['colour']),
+      node('AveragePool', [options.pixelValuesName ?? 'pixel_values'], ['blocks'], { kernel_shape: { ints: [4, 4] }, strides: { ints: [4, 4] } }),
+      node('Neg', ['blocks'], ['negated']),
+      node('GlobalMaxPool', ['negated'], ['negated_max']),
+      node('Neg', ['negated_max'], ['channel_min_4d']),
+      node('Flatten', ['channel_min_4d'], ['channel_min'], { axis: { i: 1 } }),
+      node('MatMul', ['channel_min', 'colour_projection'], ['colour']),
       node('Add', ['colour', 'colour_bias'], ['colour_embeds']),
       node('AveragePool', [options.pixelValuesName ?? 'pixel_values'], ['grid'], { kernel_shape: { ints: [S / 2, S / 2] }, strides: { ints: [S / 2, S / 2] } }),
       node('Reshape', ['grid', 'grid_shape'], ['grid_flat']),

@@ -72,7 +72,7 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const f = parsed.flags;
-  process.stderr.write(`${cli.describe(f)}\n`);
+  process.stderr.write(`embeddings-indices-hosting/run.ts inference, settings:\n${cli.describe(f)}\n`);
   // Preprocessing runs on libuv's pool: make it as wide as the images kept in flight.
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.numPreproWorkers));
 

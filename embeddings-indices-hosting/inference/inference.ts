@@ -115,7 +115,7 @@ export async function runInference(source: Source, models: Models, o: PipelineOp
               work.push(
                 limiter.run(() => models.preprocessor!.run(s.image!, out)).catch((err: unknown) => {
                   ok[slot] = false;
-                  reportSkip({ skipped: `image does not decode (${(err as Error).message})`, where: s.imagePath });
+                  reportSkip({ skipped: `image does not decode (${(err as Error).message})`, where: s.where });
                 }),
               );
             }

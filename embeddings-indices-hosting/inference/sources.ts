@@ -18,6 +18,8 @@ export interface Sample {
   caption: string | null;
   /** The sample's json fields (files / webdataset) or the parquet row's other columns. */
   meta: Record<string, unknown> | null;
+  /** Where it was read from, for the log: `tar: key`, a file path, `parquet row n (key)`. */
+  where: string;
 }
 
 /** A sample that cannot be used, with why: counted and named in the log, never fatal. */
@@ -143,7 +145,7 @@ function webdatasetSource(inputs: readonly string[], o: SourceOptions): Source {
             else {
               const meta = o.enableMetadata ? parseJsonMeta(json!, where) : null;
               if (meta && 'skipped' in meta) yield meta as Skipped;
-              else yield { imagePath: s.key.slice(s.key.lastIndexOf('/') + 1), image, caption: caption?.toString('utf8') ?? null, meta: meta as Record<string, unknown> | null };
+              else yield { imagePath: s.key.slice(s.key.lastIndexOf('/') + 1), where, image, caption: caption?.toString('utf8') ?? null, meta: meta as Record<string, unknown> | null };
             }
           }
         } catch (err) {
@@ -194,7 +196,7 @@ function filesSource(inputs: readonly string[], o: SourceOptions): Source {
           const caption = o.enableText ? await readFile(`${where}.txt`, 'utf8') : null;
           const meta = o.enableMetadata ? parseJsonMeta(await readFile(`${where}.json`), `${where}.json`) : null;
           if (meta && 'skipped' in meta) yield meta as Skipped;
-          else yield { imagePath: imageRel ? join(dir, imageRel) : where, image, caption, meta: meta as Record<string, unknown> | null };
+          else yield { imagePath: imageRel ? join(dir, imageRel) : where, where, image, caption, meta: meta as Record<string, unknown> | null };
         } catch (err) {
           yield { skipped: `unreadable (${(err as Error).message})`, where };
         }
@@ -254,6 +256,7 @@ async function parquetSource(inputs: readonly string[], o: SourceOptions, cols: 
               const caption = r[cols.caption];
               yield {
                 imagePath: key,
+                where: `${f} row ${row} (${key})`,
                 image: image instanceof Uint8Array ? Buffer.from(image.buffer, image.byteOffset, image.byteLength) : null,
                 caption: o.enableText ? (caption === null || caption === undefined ? '' : String(caption)) : null,
                 meta,
