@@ -8,7 +8,7 @@
 // It is meaningful on purpose: the image tower maps an image's mean colour to a direction per
 // colour name, and the text tower sums word vectors in which a colour word points the same way,
 // so "a red circle" lands near a red picture and the demo's text search finds the right images.
-//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask]
+//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clipTokenizerConfig } from '../embeddings-indices-hosting/inference/tokenizer.ts';
@@ -190,6 +190,8 @@ export function clipTokenizerJson(vocab: Record<string, number>, merges: string[
 export interface TinyClipOptions {
   /** Give the text model an attention_mask input (as some exports have). */
   withAttentionMask?: boolean;
+  /** Input side of the vision model (default 32; 224 to time preprocessing at ViT-B/32's size). */
+  imageSize?: number;
   /** Renames the vision model's input (tests of the one-line errors on a bad export). */
   pixelValuesName?: string;
   /** Image side the vision model declares (tests of a shape that disagrees with preprocessor_config.json). */
@@ -202,7 +204,8 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
   const { vocab, merges } = tinyVocab(words);
   const vocabSize = Object.keys(vocab).length;
   const D = TINY_EMBED_DIM;
-  const S = TINY_IMAGE_SIZE;
+  const S = options.imageSize ?? TINY_IMAGE_SIZE;
+  if (S % 8 !== 0) throw new Error('imageSize must be a multiple of 8');
 
   // Text tower: mean of word vectors over the 77 positions. Colour words point along their colour
   // direction; shape words along their own axis; everything else (bytes, padding, SOT/EOT) is zero.
@@ -318,9 +321,10 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
 if (isMainModule(import.meta.url)) {
   const dir = process.argv[2];
   if (!dir || dir.startsWith('--')) {
-    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask]\n');
+    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]\n');
     process.exit(2);
   }
-  writeTinyClip(dir, { withAttentionMask: process.argv.includes('--with-attention-mask') });
+  const size = process.argv.indexOf('--image-size');
+  writeTinyClip(dir, { withAttentionMask: process.argv.includes('--with-attention-mask'), imageSize: size > 0 ? Number(process.argv[size + 1]) : undefined });
   process.stdout.write(`wrote the tiny CLIP model folder ${dir}\n`);
 }
