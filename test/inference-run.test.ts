@@ -220,6 +220,23 @@ test('files and parquet inputs give the same embeddings as webdataset for the sa
   }
 });
 
+test('text only (--enable_image False) with a model that takes attention_mask: the mask is fed, embeddings equal the unmasked model\'s', async () => {
+  const masked = writeTinyClip(join(dir, 'masked'), { withAttentionMask: true });
+  const run = async (m: string, out: string): Promise<Float32Array> => {
+    const code = await silence(() => main(['--input-dataset', join(dir, 'wds', '00000.tar'), '--input-format', 'webdataset', '--output-folder', out, '--clip-model', m, '--enable-image', 'False']));
+    assert.equal(code, 0, lastStderr);
+    assert.ok(!existsSync(join(out, 'img_emb')));
+    const types = await metadataTypes(join(out, 'metadata', 'metadata_0.parquet'));
+    assert.deepEqual(Object.keys(types), ['caption']);
+    return (await readNpy(join(out, 'text_emb', 'text_emb_0.npy'))).data;
+  };
+  const withMask = await run(masked, join(dir, 'out-masked'));
+  assert.match(lastStderr, /77 ids \+ attention_mask/);
+  const plain = await run(model, join(dir, 'out-unmasked'));
+  assert.equal(withMask.length, 6 * 16);
+  assert.deepEqual(withMask, plain);
+});
+
 test('bad command lines exit 2 in one line; a model folder with a wrong input name exits 1 in one line', async () => {
   assert.equal(await silence(() => main(['--input-dataset', 'x', '--output-folder', 'y'])), 2);
   assert.match(lastStderr, /^error: --clip-model is required/m);

@@ -77,17 +77,7 @@ export async function main(argv: string[]): Promise<number> {
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.numPreproWorkers));
 
   try {
-    const files = locateModelFiles(f.clipModel, { image: f.enableImage, text: f.enableText });
-    const session = { device: f.device as Device, intraOpThreads: f.intraOpThreads };
-    const preprocessing = f.enableImage ? readPreprocessorConfig(files.preprocessorConfig) : null;
-    const image = preprocessing ? await openImageTower(files.vision, preprocessing.size, session) : null;
-    const text = f.enableText ? await openTextTower(files.text, session) : null;
-    const tokenizer = f.enableText ? ClipTokenizer.fromModelFiles(files) : null;
-    const preprocessor = preprocessing ? new ImagePreprocessor(preprocessing) : null;
-    log.info(`execution provider: ${f.device} (onnxruntime-node; intra-op threads ${f.intraOpThreads || 'default'})`);
-    if (preprocessing) log.info(`image tower ${files.vision}: ${preprocessing.size}x${preprocessing.size} -> ${image!.dim}; ${preprocessing.describe()}`);
-    if (text) log.info(`text tower ${files.text}: 77 ids${text.takesAttentionMask ? ' + attention_mask' : ''} -> ${text.dim}; tokenizer ${files.tokenizerJson ?? `${files.vocabJson} + ${files.mergesTxt}`}`);
-
+    // Inputs first: listing them is cheap, loading a model is not.
     const inputs = [f.inputDataset, ...parsed.positionals];
     const source = await openSource(f.inputFormat as InputFormat, inputs, {
       enableImage: f.enableImage,
@@ -99,6 +89,17 @@ export async function main(argv: string[]): Promise<number> {
     }, { image: f.parquetImageColumn, caption: f.parquetCaptionColumn });
     const count = f.outputPartitionCount ?? partitionCount(source, f.writeBatchSize);
     log.info(`${source.elements.length} ${source.format === 'files' ? 'samples' : `${source.format} files`}, about ${source.estimatedSamples} samples, ${count} partition(s)`);
+
+    const files = locateModelFiles(f.clipModel, { image: f.enableImage, text: f.enableText });
+    const session = { device: f.device as Device, intraOpThreads: f.intraOpThreads };
+    const preprocessing = f.enableImage ? readPreprocessorConfig(files.preprocessorConfig) : null;
+    const image = preprocessing ? await openImageTower(files.vision, preprocessing.size, session) : null;
+    const text = f.enableText ? await openTextTower(files.text, session) : null;
+    const tokenizer = f.enableText ? ClipTokenizer.fromModelFiles(files) : null;
+    const preprocessor = preprocessing ? new ImagePreprocessor(preprocessing) : null;
+    log.info(`execution provider: ${f.device} (onnxruntime-node; intra-op threads ${f.intraOpThreads || 'default'})`);
+    if (preprocessing) log.info(`image tower ${files.vision}: ${preprocessing.size}x${preprocessing.size} -> ${image!.dim}; ${preprocessing.describe()}`);
+    if (text) log.info(`text tower ${files.text}: 77 ids${text.takesAttentionMask ? ' + attention_mask' : ''} -> ${text.dim}; tokenizer ${files.tokenizerJson ?? `${files.vocabJson} + ${files.mergesTxt}`}`);
 
     const summary = await runInference(source, { image, text, preprocessor, tokenizer }, {
       outputFolder: f.outputFolder,

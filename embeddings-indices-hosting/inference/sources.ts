@@ -162,9 +162,9 @@ function webdatasetSource(inputs: readonly string[], o: SourceOptions): Source {
 const IMAGE_EXTS = ['png', 'jpg', 'jpeg', 'bmp', 'webp', 'PNG', 'JPG', 'JPEG', 'BMP', 'WEBP'];
 
 function filesSource(inputs: readonly string[], o: SourceOptions): Source {
-  if (inputs.length !== 1 || !existsSync(inputs[0]!) || !statSync(inputs[0]!).isDirectory()) {
-    throw new SourceError(`--input-dataset: files mode takes one folder, got ${inputs.join(' ')}`);
-  }
+  if (inputs.length !== 1) throw new SourceError(`--input-dataset: files mode takes one folder, got ${inputs.join(' ')}`);
+  if (!existsSync(inputs[0]!)) throw new SourceError(`--input-dataset: ${inputs[0]} does not exist`);
+  if (!statSync(inputs[0]!).isDirectory()) throw new SourceError(`--input-dataset: ${inputs[0]} is not a folder (files mode reads img2dataset's files layout; use --input-format webdataset or parquet for a file)`);
   const dir = inputs[0]!;
   const stem = (p: string): string => p.slice(0, p.length - extname(p).length);
   const images = new Map(listFiles(dir, IMAGE_EXTS).map((p) => [stem(p), p]));
