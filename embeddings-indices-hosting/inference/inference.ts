@@ -75,8 +75,12 @@ export async function runInference(source: Source, models: Models, o: PipelineOp
     return !done;
   });
   if (summary.partitionsSkipped > 0) log.info(`${summary.partitionsSkipped} partition(s) already finished, skipped`);
-  const estimated = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0) * (source.estimatedSamples / Math.max(1, source.elements.length));
-  const progress = new Progress({ label: 'inference', total: Math.round(estimated), unit: 'samples' });
+  // The ETA's total: the source's estimate per element at first (webdataset: samples per tar as
+  // --wds-number-file-per-input-file says), then what the finished partitions actually held.
+  let elementsLeft = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0);
+  let elementsRead = 0;
+  const perElement = source.estimatedSamples / Math.max(1, source.elements.length);
+  const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
 
   try {
     for (const p of todo) {
@@ -154,6 +158,10 @@ export async function runInference(source: Source, models: Models, o: PipelineOp
         }
         await writer.finish();
         summary.partitionsDone++;
+        elementsRead += elements.length;
+        elementsLeft -= elements.length;
+        const seen = summary.samples + summary.skipped;
+        progress.setTotal(Math.round(seen + (elementsLeft * seen) / Math.max(1, elementsRead)));
         log.info(`partition ${name}: ${writer.rows} samples written`);
       } catch (err) {
         await writer.abort();
