@@ -136,11 +136,18 @@ export async function runInference(source: Source, models: Models, o: PipelineOp
           return { samples: kept, pixels };
         };
 
-        let pending = assemble();
+        // A rejection of the batch being prepared is handled where it is awaited; the no-op catch
+        // keeps Node from treating it as unhandled while the model is still busy with this batch.
+        const prepare = (): Promise<Batch | null> => {
+          const p = assemble();
+          p.catch(() => undefined);
+          return p;
+        };
+        let pending = prepare();
         for (;;) {
           const batch = await pending;
           if (!batch) break;
-          pending = assemble(); // the next batch is read and preprocessed while this one runs
+          pending = prepare(); // the next batch is read and preprocessed while this one runs
           const n = batch.samples.length;
           if (n === 0) continue;
           let imageEmb: Float32Array | null = null;
