@@ -262,11 +262,16 @@ interface Probe {
   height: number;
   orientation: number;
   hasAlpha: boolean;
-  /** libjpeg-turbo can take it as is: a YCbCr/grey/RGB JPEG, upright, without an ICC profile. */
+  /**
+   * The addon decodes it with the pixels libvips would give: a YCbCr / grey / RGB JPEG without an ICC
+   * profile or with an sRGB one, or a CMYK one without a profile (converted as OpenCV does). Other
+   * profiles (Display P3, Adobe RGB, a CMYK press profile) go to libvips, which colour-manages them.
+   */
   plainJpeg: boolean;
 }
 
 const PLAIN_JPEG_SPACES = new Set(['ycbcr', 'grayscale', 'rgb']);
+const CMYK_JPEG_SPACES = new Set(['cmyk', 'ycck']);
 /** 32 MP decode to 96 MB of RGB; bigger images go through libvips, which streams them. */
 const NATIVE_MAX_DECODED_PIXELS = 32_000_000;
 
@@ -280,7 +285,7 @@ async function probe(input: Buffer, ops: ImageOps | null): Promise<Probe | null>
         height: h.height,
         orientation: m.orientation,
         hasAlpha: false,
-        plainJpeg: PLAIN_JPEG_SPACES.has(h.colorSpace) && m.orientation === 1 && !m.hasIccProfile,
+        plainJpeg: PLAIN_JPEG_SPACES.has(h.colorSpace) ? !m.hasIccProfile || m.iccIsSrgb : CMYK_JPEG_SPACES.has(h.colorSpace) && !m.hasIccProfile,
       };
     } catch {
       // Not something libjpeg reads: let libvips try.
@@ -325,8 +330,12 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     return img.toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
   };
 
-  const dctDenom = (p: Probe, plan: ResizePlan): 1 | 2 | 4 | 8 =>
-    engine === 'fast' && p.plainJpeg && plan.resized && plan.downscale ? dctScaleDenom(p.width, p.height, plan.resizedWidth, plan.resizedHeight) : 1;
+  /** The DCT scale for a stored width x height; the plan's sizes are upright, so orientations 5-8 swap them. */
+  const dctDenom = (p: Probe, plan: ResizePlan): 1 | 2 | 4 | 8 => {
+    if (engine !== 'fast' || !p.plainJpeg || !plan.resized || !plan.downscale) return 1;
+    const swap = p.orientation >= 5;
+    return dctScaleDenom(p.width, p.height, swap ? plan.resizedHeight : plan.resizedWidth, swap ? plan.resizedWidth : plan.resizedHeight);
+  };
   /** What the native engines hold decoded at once; libvips streams instead, so huge images go there. */
   const decodedPixels = (p: Probe, plan: ResizePlan): number => {
     const d = dctDenom(p, plan);
@@ -342,7 +351,7 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     let pixels: RawImage | null = null;
     if (p.plainJpeg) {
       try {
-        pixels = await addon.transformJpeg(input, { denom: dctDenom(p, plan), ...resize, ...(boxes ? {} : finish) });
+        pixels = await addon.transformJpeg(input, { denom: dctDenom(p, plan), orientation: p.orientation, ...resize, ...(boxes ? {} : finish) });
       } catch {
         // Data libjpeg gives up on: libvips gets its chance below.
       }

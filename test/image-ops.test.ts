@@ -128,10 +128,41 @@ test('a truncated JPEG keeps what decoded; garbage is refused', built, async () 
 test('readJpegMarkers finds the EXIF orientation and an ICC profile', async () => {
   const base = sharp({ create: { width: 8, height: 4, channels: 3, background: '#102030' } });
   const rotated = await base.clone().jpeg().withMetadata({ orientation: 6 }).toBuffer();
-  assert.deepEqual(readJpegMarkers(rotated), { orientation: 6, hasIccProfile: true });
+  // withMetadata embeds libvips' sRGB profile.
+  assert.deepEqual(readJpegMarkers(rotated), { orientation: 6, hasIccProfile: true, iccIsSrgb: true });
   const plain = await base.clone().jpeg().toBuffer();
-  assert.deepEqual(readJpegMarkers(plain), { orientation: 1, hasIccProfile: false });
-  assert.deepEqual(readJpegMarkers(Buffer.from([0xff, 0xd8, 0xff, 0xe1, 0xff, 0xff])), { orientation: 1, hasIccProfile: false });
+  assert.deepEqual(readJpegMarkers(plain), { orientation: 1, hasIccProfile: false, iccIsSrgb: false });
+  const p3 = await base.clone().withIccProfile('p3').jpeg().toBuffer();
+  assert.deepEqual(readJpegMarkers(p3), { orientation: 1, hasIccProfile: true, iccIsSrgb: false });
+  assert.deepEqual(readJpegMarkers(Buffer.from([0xff, 0xd8, 0xff, 0xe1, 0xff, 0xff])), { orientation: 1, hasIccProfile: false, iccIsSrgb: false });
+});
+
+test('every EXIF orientation is turned upright as libvips does it, pixel for pixel', built, async () => {
+  const stored = await sharp(noise(37, 23), { raw: { width: 37, height: 23, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  for (let o = 1; o <= 8; o++) {
+    const tagged = await sharp(stored).withMetadata({ orientation: o }).jpeg({ quality: 90 }).toBuffer();
+    const want = await sharp(tagged).autoOrient().raw().toBuffer({ resolveWithObject: true });
+    const got = await ops.transformJpeg(tagged, { orientation: o });
+    assert.deepEqual([got.width, got.height], [want.info.width, want.info.height], `orientation ${o}`);
+    assert.ok(got.data.equals(want.data), `orientation ${o}: same pixels`);
+  }
+  assert.throws(() => ops.transformJpeg(stored, { orientation: 9 }), /orientation must be 1-8/);
+});
+
+test('a CMYK JPEG decodes natively to RGB, not a negative (OpenCV\'s conversion, no colour management)', built, async () => {
+  const rgb = noise(64, 48);
+  for (let i = 0; i < 64 * 16 * 3; i++) rgb[i] = [230, 40, 30][i % 3]!; // a red band on top
+  const cmyk = await sharp(rgb, { raw: { width: 64, height: 48, channels: 3 } }).toColourspace('cmyk').jpeg({ quality: 95 }).toBuffer();
+  assert.equal(ops.readHeader(cmyk).colorSpace, 'cmyk');
+  const got = await ops.transformJpeg(cmyk, {});
+  assert.deepEqual([got.width, got.height, got.channels], [64, 48, 3]);
+  // libvips converts through a CMYK press profile, we do not: close, not equal.
+  const managed = await sharp(cmyk).toColourspace('srgb').raw().toBuffer();
+  let diff = 0;
+  for (let i = 0; i < got.data.length; i++) diff += Math.abs(got.data[i]! - managed[i]!);
+  assert.ok(diff / got.data.length < 40, `mean difference ${(diff / got.data.length).toFixed(1)} from libvips' colour-managed decode`);
+  const [r, g, b] = [got.data[0]!, got.data[1]!, got.data[2]!];
+  assert.ok(r > 150 && g < 110 && b < 110, `the red band stays red: ${r},${g},${b}`);
 });
 
 test('dctScaleDenom keeps at least the target size', () => {

@@ -141,6 +141,8 @@ Op ParseOp(Napi::Env env, const Napi::Value& v) {
   Op op;
   op.denom = IntField(o, "denom", 1);
   if (op.denom != 1 && op.denom != 2 && op.denom != 4 && op.denom != 8) throw Napi::RangeError::New(env, "denom must be 1, 2, 4 or 8");
+  op.orientation = IntField(o, "orientation", 1);
+  if (op.orientation < 1 || op.orientation > 8) throw Napi::RangeError::New(env, "orientation must be 1-8");
   op.resizeWidth = IntField(o, "resizeWidth", 0);
   op.resizeHeight = IntField(o, "resizeHeight", 0);
   Napi::Value kernel = o.Get("kernel");

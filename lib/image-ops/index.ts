@@ -1,6 +1,7 @@
 // Typed face of the image addon (addon.cc the N-API glue; jpeg-codec.cc libjpeg-turbo decode and
-// encode; resample.cc our resampler; transform.cc resize, crop, pad) plus the header facts libjpeg does not report (EXIF orientation, an embedded ICC
-// profile), read from the marker segments in JS.
+// encode; resample.cc our resampler; transform.cc orientation, resize, crop, pad) plus the header
+// facts libjpeg does not report (EXIF orientation, an embedded ICC profile), read from the marker
+// segments in JS.
 import { loadAddon } from '../native-addon.ts';
 
 export interface JpegHeader {
@@ -30,6 +31,8 @@ export type ResampleKernel = 'nearest' | 'linear' | 'cubic' | 'area' | 'lanczos4
 export interface ImageOp {
   /** JPEG input only: decode scaled by 1/denom in the DCT domain, far cheaper than in full. */
   denom?: 1 | 2 | 4 | 8;
+  /** EXIF orientation 1-8: the decoded pixels are turned upright before the resize (sizes below are upright). */
+  orientation?: number;
   resizeWidth?: number;
   resizeHeight?: number;
   kernel?: ResampleKernel;
@@ -100,6 +103,8 @@ export interface JpegMarkers {
   /** EXIF orientation 1-8 (1 when absent or unreadable). */
   orientation: number;
   hasIccProfile: boolean;
+  /** The embedded profile describes sRGB (its primaries and tone curves), so decoding may ignore it. */
+  iccIsSrgb: boolean;
 }
 
 const EXIF_ID = Buffer.from('Exif\0\0', 'latin1');
@@ -107,7 +112,8 @@ const ICC_ID = Buffer.from('ICC_PROFILE\0', 'latin1');
 
 /** Walks the marker segments before the first scan; stops early at anything malformed. */
 export function readJpegMarkers(b: Buffer): JpegMarkers {
-  const found: JpegMarkers = { orientation: 1, hasIccProfile: false };
+  const found: JpegMarkers = { orientation: 1, hasIccProfile: false, iccIsSrgb: false };
+  const iccChunks: Array<[number, Buffer]> = [];
   let i = 2;
   while (i + 4 <= b.length) {
     if (b[i] !== 0xff) break;
@@ -123,12 +129,65 @@ export function readJpegMarkers(b: Buffer): JpegMarkers {
     if (len < 2 || end > b.length) break;
     if (marker === 0xe1 && end - start > 6 && b.subarray(start, start + 6).equals(EXIF_ID)) {
       found.orientation = exifOrientation(b.subarray(start + 6, end));
-    } else if (marker === 0xe2 && end - start > 12 && b.subarray(start, start + 12).equals(ICC_ID)) {
+    } else if (marker === 0xe2 && end - start > 14 && b.subarray(start, start + 12).equals(ICC_ID)) {
       found.hasIccProfile = true;
+      // Byte 12 numbers the chunk (a profile over 64 kB spans several APP2 segments).
+      iccChunks.push([b[start + 12]!, b.subarray(start + 14, end)]);
     }
     i = end;
   }
+  if (iccChunks.length > 0) {
+    found.iccIsSrgb = iccDescribesSrgb(Buffer.concat(iccChunks.sort((x, y) => x[0] - y[0]).map(([, chunk]) => chunk)));
+  }
   return found;
+}
+
+// sRGB's primaries adapted to D50, as ICC profiles store them in rXYZ / gXYZ / bXYZ.
+const SRGB_PRIMARIES: Record<string, readonly [number, number, number]> = {
+  rXYZ: [0.4361, 0.2225, 0.0139],
+  gXYZ: [0.3851, 0.7169, 0.0971],
+  bXYZ: [0.1431, 0.0606, 0.7141],
+};
+
+/**
+ * True for an RGB matrix/TRC profile with sRGB's primaries (within 0.01) and gamma-like tone curves
+ * (a sampled curve, a parametric one or a gamma of 2.0-2.6): the sRGB profiles cameras, phones and
+ * image editors embed. Colour management with such a profile changes pixels by rounding only, so they
+ * are decoded as sRGB, as OpenCV (img2dataset) decodes every JPEG. Display P3, Adobe RGB and the rest
+ * are not sRGB: libvips converts those.
+ */
+export function iccDescribesSrgb(p: Buffer): boolean {
+  if (p.length < 132 || p.toString('latin1', 16, 20) !== 'RGB ') return false;
+  const tags = new Map<string, { offset: number; size: number }>();
+  const count = p.readUInt32BE(128);
+  for (let k = 0; k < count && 132 + 12 * (k + 1) <= p.length; k++) {
+    const e = 132 + 12 * k;
+    tags.set(p.toString('latin1', e, e + 4), { offset: p.readUInt32BE(e + 4), size: p.readUInt32BE(e + 8) });
+  }
+  const s15 = (o: number): number => p.readInt32BE(o) / 65536;
+  for (const [sig, want] of Object.entries(SRGB_PRIMARIES)) {
+    const t = tags.get(sig);
+    if (!t || t.offset + 20 > p.length || p.toString('latin1', t.offset, t.offset + 4) !== 'XYZ ') return false;
+    for (let c = 0; c < 3; c++) if (Math.abs(s15(t.offset + 8 + 4 * c) - want[c]!) > 0.01) return false;
+  }
+  for (const sig of ['rTRC', 'gTRC', 'bTRC']) {
+    const t = tags.get(sig);
+    if (!t || t.offset + 12 > p.length) return false;
+    const type = p.toString('latin1', t.offset, t.offset + 4);
+    let gamma: number | null = null;
+    if (type === 'curv') {
+      const n = p.readUInt32BE(t.offset + 8);
+      if (n === 0) return false; // linear
+      if (n === 1) gamma = p.readUInt16BE(t.offset + 12) / 256;
+    } else if (type === 'para') {
+      if (t.offset + 16 > p.length) return false;
+      gamma = s15(t.offset + 12);
+    } else {
+      return false;
+    }
+    if (gamma !== null && (gamma < 2.0 || gamma > 2.6)) return false;
+  }
+  return true;
 }
 
 function exifOrientation(tiff: Buffer): number {

@@ -70,6 +70,33 @@ const char* ColorSpaceName(J_COLOR_SPACE cs) {
   }
 }
 
+bool IsCmyk(J_COLOR_SPACE cs) { return cs == JCS_CMYK || cs == JCS_YCCK; }
+
+// The output pass of a CMYK decompression (out_color_space JCS_CMYK), into RGB pixels. libjpeg-turbo
+// has no CMYK -> RGB conversion; this is OpenCV's (so img2dataset's): inverted (Adobe) CMYK as
+// libjpeg returns it, R = K - (255 - C) * K / 256 in integers, no colour management. scratch holds
+// 16 rows of CMYK (output_width * 64 bytes), owned by the caller since libjpeg may longjmp out.
+void ReadRowsCmyk(jpeg_decompress_struct* cinfo, uint8_t* pixels, uint8_t* scratch) {
+  const size_t width = cinfo->output_width;
+  while (cinfo->output_scanline < cinfo->output_height) {
+    JSAMPROW rows[16];
+    for (int n = 0; n < 16; n++) rows[n] = scratch + width * 4 * n;
+    const JDIMENSION first = cinfo->output_scanline;
+    const JDIMENSION got = jpeg_read_scanlines(cinfo, rows, 16);
+    for (JDIMENSION r = 0; r < got; r++) {
+      const uint8_t* in = rows[r];
+      uint8_t* out = pixels + width * 3 * (first + r);
+      for (size_t x = 0; x < width; x++, in += 4, out += 3) {
+        const int k = in[3];
+        out[0] = static_cast<uint8_t>(k - (((255 - in[0]) * k) >> 8));
+        out[1] = static_cast<uint8_t>(k - (((255 - in[1]) * k) >> 8));
+        out[2] = static_cast<uint8_t>(k - (((255 - in[2]) * k) >> 8));
+      }
+    }
+    if (got == 0) break;
+  }
+}
+
 // The output pass of a started decompression, into pixels (output_width x output_height x 3).
 void ReadRows(jpeg_decompress_struct* cinfo, uint8_t* pixels) {
   const size_t stride = static_cast<size_t>(cinfo->output_width) * 3;
@@ -93,11 +120,13 @@ bool Decode(const uint8_t* data, size_t len, int denom, HeaderResult* header, ui
   ErrorManager err;
   // volatile: assigned after setjmp and read after a longjmp back to it.
   uint8_t* volatile pixels = nullptr;
+  uint8_t* volatile cmykRows = nullptr;
   cinfo.err = InstallErrorManager(&err);
   jpeg_create_decompress(&cinfo);
   if (setjmp(err.jump)) {
     std::strcpy(message, err.message);
     std::free(pixels);
+    std::free(cmykRows);
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -116,15 +145,25 @@ bool Decode(const uint8_t* data, size_t len, int denom, HeaderResult* header, ui
   }
   cinfo.scale_num = 1;
   cinfo.scale_denom = static_cast<unsigned int>(denom);
-  cinfo.out_color_space = JCS_RGB;
+  const bool cmyk = IsCmyk(cinfo.jpeg_color_space);
+  cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
   jpeg_start_decompress(&cinfo);
   pixels = static_cast<uint8_t*>(std::malloc(static_cast<size_t>(cinfo.output_width) * 3 * cinfo.output_height));
-  if (pixels == nullptr) {
+  if (cmyk) cmykRows = static_cast<uint8_t*>(std::malloc(static_cast<size_t>(cinfo.output_width) * 4 * 16));
+  if (pixels == nullptr || (cmyk && cmykRows == nullptr)) {
     std::strcpy(message, "out of memory");
+    std::free(pixels);
+    std::free(cmykRows);
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
-  ReadRows(&cinfo, pixels);
+  if (cmyk) {
+    ReadRowsCmyk(&cinfo, pixels, cmykRows);
+    std::free(cmykRows);
+    cmykRows = nullptr;
+  } else {
+    ReadRows(&cinfo, pixels);
+  }
   *width = static_cast<int>(cinfo.output_width);
   *height = static_cast<int>(cinfo.output_height);
   // Skips any trailing garbage instead of failing on it.
@@ -159,7 +198,8 @@ bool DecodeWithOwnRefinement(const progressive::Plan& plan, int denom, uint8_t**
   jpeg_mem_src(&cinfo, stream.data(), static_cast<unsigned long>(stream.size()));
   jpeg_read_header(&cinfo, TRUE);
   const std::vector<progressive::FrameComponent>& frame = plan.components();
-  bool same = cinfo.progressive_mode && !cinfo.arith_code && cinfo.num_components == static_cast<int>(frame.size());
+  bool same = cinfo.progressive_mode && !cinfo.arith_code && cinfo.num_components == static_cast<int>(frame.size()) &&
+              !IsCmyk(cinfo.jpeg_color_space);
   for (int c = 0; same && c < cinfo.num_components; c++) {
     const jpeg_component_info& ci = cinfo.comp_info[c];
     same = static_cast<int>(ci.width_in_blocks) == frame[c].widthInBlocks &&

@@ -203,38 +203,69 @@ CvTaps CvLanczos4Taps(int in, int out) {
   return t;
 }
 
+// One row of the horizontal pass: 8 taps per output pixel; taps past an edge repeat the edge pixel.
+void CvLanczos4Row(const uint8_t* row, int w, int c, const CvTaps& tx, int ow, int32_t* dst) {
+  for (int x = 0; x < ow; x++) {
+    const int16_t* k = tx.coef.data() + static_cast<size_t>(x) * 8;
+    const int first = tx.first[x];
+    if (c == 3 && first >= 0 && first + 7 < w) {
+      // Interior, RGB: no clamping, the three channels side by side.
+      const uint8_t* p = row + first * 3;
+      int32_t a0 = 0, a1 = 0, a2 = 0;
+      for (int j = 0; j < 8; j++, p += 3) {
+        a0 += p[0] * k[j];
+        a1 += p[1] * k[j];
+        a2 += p[2] * k[j];
+      }
+      dst[x * 3] = a0;
+      dst[x * 3 + 1] = a1;
+      dst[x * 3 + 2] = a2;
+      continue;
+    }
+    for (int ch = 0; ch < c; ch++) {
+      int32_t acc = 0;
+      for (int j = 0; j < 8; j++) {
+        const int sx = std::clamp(first + j, 0, w - 1);
+        acc += row[sx * c + ch] * k[j];
+      }
+      dst[x * c + ch] = acc;
+    }
+  }
+}
+
+// One row of the vertical pass, in 32-bit integers as OpenCV sums them (unsigned, so a sum past
+// 2^31 wraps as OpenCV's does rather than being undefined), then >> 22 with rounding and saturation.
+// Built twice, for AVX2 and for any x86-64, the right one picked at load time: the loop is written
+// so the compiler vectorises it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void CvLanczos4Column(const int32_t* const* rows, const int16_t* k, size_t n, uint8_t* dst) {
+  const uint32_t k0 = static_cast<uint32_t>(k[0]), k1 = static_cast<uint32_t>(k[1]), k2 = static_cast<uint32_t>(k[2]),
+                 k3 = static_cast<uint32_t>(k[3]), k4 = static_cast<uint32_t>(k[4]), k5 = static_cast<uint32_t>(k[5]),
+                 k6 = static_cast<uint32_t>(k[6]), k7 = static_cast<uint32_t>(k[7]);
+  const int32_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5], *r6 = rows[6],
+                *r7 = rows[7];
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t acc = static_cast<uint32_t>(r0[i]) * k0 + static_cast<uint32_t>(r1[i]) * k1 + static_cast<uint32_t>(r2[i]) * k2 +
+                         static_cast<uint32_t>(r3[i]) * k3 + static_cast<uint32_t>(r4[i]) * k4 + static_cast<uint32_t>(r5[i]) * k5 +
+                         static_cast<uint32_t>(r6[i]) * k6 + static_cast<uint32_t>(r7[i]) * k7 + (1u << 21);
+    const int32_t v = static_cast<int32_t>(acc) >> 22;
+    dst[i] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+  }
+}
+
 std::vector<uint8_t> ResampleCvLanczos4(const uint8_t* src, int w, int h, int c, int ow, int oh) {
   const CvTaps tx = CvLanczos4Taps(w, ow);
   const CvTaps ty = CvLanczos4Taps(h, oh);
   const size_t rowOut = static_cast<size_t>(ow) * c;
   const std::unique_ptr<int32_t[]> mid(new int32_t[static_cast<size_t>(h) * rowOut]);
-  for (int y = 0; y < h; y++) {
-    const uint8_t* row = src + static_cast<size_t>(y) * w * c;
-    int32_t* dst = mid.get() + static_cast<size_t>(y) * rowOut;
-    for (int x = 0; x < ow; x++) {
-      const int16_t* k = tx.coef.data() + static_cast<size_t>(x) * 8;
-      for (int ch = 0; ch < c; ch++) {
-        int32_t acc = 0;
-        for (int j = 0; j < 8; j++) {
-          const int sx = std::clamp(tx.first[x] + j, 0, w - 1);
-          acc += row[sx * c + ch] * k[j];
-        }
-        dst[x * c + ch] = acc;
-      }
-    }
-  }
+  for (int y = 0; y < h; y++) CvLanczos4Row(src + static_cast<size_t>(y) * w * c, w, c, tx, ow, mid.get() + static_cast<size_t>(y) * rowOut);
   std::vector<uint8_t> out(static_cast<size_t>(oh) * rowOut);
   for (int y = 0; y < oh; y++) {
-    const int16_t* k = ty.coef.data() + static_cast<size_t>(y) * 8;
     const int32_t* rows[8];
     for (int j = 0; j < 8; j++) rows[j] = mid.get() + static_cast<size_t>(std::clamp(ty.first[y] + j, 0, h - 1)) * rowOut;
-    uint8_t* dst = out.data() + static_cast<size_t>(y) * rowOut;
-    for (size_t i = 0; i < rowOut; i++) {
-      int64_t acc = 0;
-      for (int j = 0; j < 8; j++) acc += static_cast<int64_t>(rows[j][i]) * k[j];
-      const int64_t v = (acc + (1 << 21)) >> 22;
-      dst[i] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
+    CvLanczos4Column(rows, ty.coef.data() + static_cast<size_t>(y) * 8, rowOut, out.data() + static_cast<size_t>(y) * rowOut);
   }
   return out;
 }

@@ -1,4 +1,4 @@
-// Resize, then crop or pad (see transform.h).
+// Orientation, resize, then crop or pad (see transform.h).
 #include "transform.h"
 
 #include <cstring>
@@ -6,7 +6,40 @@
 
 namespace imageops {
 
+std::vector<uint8_t> Reorient(const uint8_t* src, int* w, int* h, int c, int orientation) {
+  const int sw = *w, sh = *h;
+  const bool swap = orientation >= 5;
+  const int ow = swap ? sh : sw, oh = swap ? sw : sh;
+  std::vector<uint8_t> out(static_cast<size_t>(ow) * oh * c);
+  for (int y = 0; y < oh; y++) {
+    uint8_t* dst = out.data() + static_cast<size_t>(y) * ow * c;
+    for (int x = 0; x < ow; x++, dst += c) {
+      // The stored pixel shown at (x, y) once upright.
+      int sx = x, sy = y;
+      switch (orientation) {
+        case 2: sx = sw - 1 - x; break;
+        case 3: sx = sw - 1 - x; sy = sh - 1 - y; break;
+        case 4: sy = sh - 1 - y; break;
+        case 5: sx = y; sy = x; break;
+        case 6: sx = y; sy = sh - 1 - x; break;
+        case 7: sx = sw - 1 - y; sy = sh - 1 - x; break;
+        case 8: sx = sw - 1 - y; sy = x; break;
+        default: break;
+      }
+      std::memcpy(dst, src + (static_cast<size_t>(sy) * sw + sx) * c, static_cast<size_t>(c));
+    }
+  }
+  *w = ow;
+  *h = oh;
+  return out;
+}
+
 bool Apply(const uint8_t* src, int w, int h, int c, const Op& op, Image* out, std::string* message) {
+  std::vector<uint8_t> upright;
+  if (op.orientation >= 2 && op.orientation <= 8) {
+    upright = Reorient(src, &w, &h, c, op.orientation);
+    src = upright.data();
+  }
   std::vector<uint8_t> resized;
   const uint8_t* cur = src;
   int cw = w, ch = h;
@@ -50,8 +83,9 @@ bool Apply(const uint8_t* src, int w, int h, int c, const Op& op, Image* out, st
   out->width = cw;
   out->height = ch;
   out->channels = c;
-  if (resized.empty()) out->pixels.assign(src, src + static_cast<size_t>(w) * h * c);
-  else out->pixels = std::move(resized);
+  if (!resized.empty()) out->pixels = std::move(resized);
+  else if (!upright.empty()) out->pixels = std::move(upright);
+  else out->pixels.assign(src, src + static_cast<size_t>(w) * h * c);
   return true;
 }
 }  // namespace imageops

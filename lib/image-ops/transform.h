@@ -1,4 +1,4 @@
-// One operation on decoded pixels: resize, then crop or pad. The N-API glue (addon.cc) runs it between
+// One operation on decoded pixels: EXIF orientation, resize, then crop or pad. The N-API glue (addon.cc) runs it between
 // a decode and an encode off the JS thread.
 #pragma once
 
@@ -12,6 +12,7 @@ namespace imageops {
 
 struct Op {
   int denom = 1;
+  int orientation = 1;  // EXIF 1-8, applied to the decoded pixels before the resize
   int resizeWidth = 0, resizeHeight = 0;  // 0: keep the decoded size
   Kernel kernel = Kernel::Area;
   bool crop = false;
@@ -26,6 +27,9 @@ struct Image {
   std::vector<uint8_t> pixels;
   int width = 0, height = 0, channels = 0;
 };
+
+// Pixels turned upright for an EXIF orientation (2-8); *w and *h become the upright size.
+std::vector<uint8_t> Reorient(const uint8_t* src, int* w, int* h, int c, int orientation);
 
 // Returns false with `message` set when the op does not fit the image.
 bool Apply(const uint8_t* src, int w, int h, int c, const Op& op, Image* out, std::string* message);
