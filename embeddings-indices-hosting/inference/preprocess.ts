@@ -1,7 +1,8 @@
 // preprocessor_config.json -> the native preprocessing (lib/image-ops/clip-preprocess.cc), every
 // value honoured as Hugging Face's CLIPImageProcessor reads it, none hard-coded. JPEG goes straight
-// to the addon; other formats (PNG, WebP, GIF, TIFF, CMYK JPEG) are decoded to raw pixels by sharp
-// first, with no EXIF rotation (PIL, and so the HF processor, applies none either).
+// to the addon (CMYK / YCCK JPEGs converted as OpenCV does, jpeg-codec.cc, which can differ a little
+// from Pillow's conversion); other formats (PNG, WebP, GIF, TIFF) are decoded to raw pixels by sharp
+// first. No EXIF rotation either way: PIL, and so the HF processor, applies none.
 import sharp from 'sharp';
 import { isJpeg } from '../../lib/image-ops/index.ts';
 import { loadClipPreprocess, type ClipPreprocessOps, type ClipPreprocessSpec } from '../../lib/image-ops/clip-preprocess.ts';
@@ -129,7 +130,7 @@ export class ImagePreprocessor {
         await this.ops.fromJpeg(bytes, spec, out);
         return;
       } catch (err) {
-        // CMYK / YCCK JPEGs: libjpeg will not make RGB of them; sharp (libvips) will.
+        // A colour conversion libjpeg refuses (an addon built before jpeg-codec.cc handled CMYK): sharp can.
         if (!/color ?space|conversion/i.test((err as Error).message)) throw err;
       }
     }
