@@ -14,6 +14,7 @@
 #include <malloc.h>
 #endif
 
+#include "clip-preprocess.h"
 #include "jpeg-codec.h"
 #include "transform.h"
 
@@ -240,6 +241,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transformRaw", Napi::Function::New(env, TransformRawJs));
   exports.Set("trimHeap", Napi::Function::New(env, TrimHeapJs));
   exports.Set("libjpegVersion", imageops::LibjpegVersion());
+  clip_preprocess::Register(env, exports);
   return exports;
 }
 

@@ -1,0 +1,128 @@
+// `embeddings-indices-hosting/run.ts inference`: clip-retrieval inference's options and defaults
+// (snake_case accepted), with CLIP in onnxruntime from a local model folder.
+import { availableParallelism } from 'node:os';
+import { CliError, defineCli } from '../../lib/cli.ts';
+import { errorMessage, log } from '../../lib/log.ts';
+import { NpyWriter } from '../../lib/npy.ts';
+import { DEVICES, locateModelFiles, ModelFolderError, openImageTower, openTextTower, type Device } from './clip-model.ts';
+import { runInference } from './inference.ts';
+import { ImagePreprocessor, readPreprocessorConfig } from './preprocess.ts';
+import { openSource, partitionCount, SourceError, type InputFormat } from './sources.ts';
+import { ClipTokenizer } from './tokenizer.ts';
+
+const cores = availableParallelism();
+
+export const cli = defineCli({
+  command: 'npx tsx embeddings-indices-hosting/run.ts inference',
+  summary: 'CLIP image and text embeddings of webdataset / files / parquet samples, in clip-retrieval inference\'s output layout.',
+  positionals: ['more input paths (a shell-expanded brace pattern)'],
+  flags: {
+    'input-dataset': { type: 'string', required: true, help: 'Folder (files), tar / folder of tars / brace pattern such as "out/{00000..00041}.tar" (webdataset), parquet file or folder (parquet)' },
+    'output-folder': { type: 'string', required: true, help: 'Where img_emb/, text_emb/ and metadata/ go' },
+    'input-format': { type: 'string', default: 'files', choices: ['files', 'webdataset', 'parquet'], help: 'Layout of the input' },
+    'clip-model': { type: 'string', required: true, help: 'Model folder in the Hugging Face ONNX layout (onnx/vision_model.onnx, onnx/text_model.onnx, tokenizer.json, preprocessor_config.json, config.json); see the README' },
+    'batch-size': { type: 'int', default: 256, help: 'Samples per model run' },
+    'num-prepro-workers': { type: 'int', default: Math.max(2, cores), help: 'Images decoded and preprocessed at once (native, on libuv\'s thread pool)' },
+    'intra-op-threads': { type: 'int', default: cores, help: 'onnxruntime threads per model run (0 = onnxruntime\'s default)' },
+    device: { type: 'string', default: 'cpu', choices: DEVICES, help: 'onnxruntime execution provider; a provider that cannot start is an error, never a fall-back to CPU' },
+    'enable-text': { type: 'bool', default: true, help: 'Embed captions' },
+    'enable-image': { type: 'bool', default: true, help: 'Embed images' },
+    'enable-metadata': { type: 'bool', default: false, help: 'Add the samples\' json fields (files / webdataset) or other columns (parquet) to metadata' },
+    'write-batch-size': { type: 'int', default: 1_000_000, help: 'Samples per output partition (sets the partition count, as clip-retrieval)' },
+    'wds-image-key': { type: 'string', default: 'jpg', help: 'webdataset member holding the image' },
+    'wds-caption-key': { type: 'string', default: 'txt', help: 'webdataset member holding the caption' },
+    'wds-number-file-per-input-file': { type: 'int', default: 10000, help: 'Samples per tar assumed when counting partitions' },
+    'parquet-image-column': { type: 'string', default: 'jpg', help: 'parquet input: column with the image bytes (download_images names it after --encode-format)' },
+    'parquet-caption-column': { type: 'string', default: 'caption', help: 'parquet input: caption column' },
+    'output-partition-count': { type: 'int', default: null, help: 'Partition count instead of the one from --write-batch-size' },
+    'distribution-strategy': { type: 'string', default: 'sequential', choices: ['sequential'], help: 'Only sequential here (pyspark / slurm are clip-retrieval\'s)' },
+    'cache-path': { type: 'string', default: null, help: 'Accepted for clip-retrieval compatibility; tars are read in place' },
+    'use-jit': { type: 'bool', default: false, help: 'Accepted for compatibility; onnxruntime optimises the graph itself' },
+    'use-mclip': { type: 'bool', default: false, help: 'Not supported (multilingual CLIP); must stay False' },
+    'enable-wandb': { type: 'bool', default: false, help: 'Not supported; must stay False' },
+  },
+  epilog: `Examples:
+  npx tsx embeddings-indices-hosting/run.ts inference --input_dataset "out/{00000..00041}.tar" --input_format webdataset \\
+      --output_folder emb --clip_model models/clip-vit-base-patch32 --enable_metadata True
+  npx tsx embeddings-indices-hosting/run.ts inference --input-dataset out --input-format parquet --output-folder emb --clip-model models/clip --device cuda`,
+});
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(cli.help());
+    return 0;
+  }
+  let parsed;
+  try {
+    parsed = cli.parse(argv);
+    const f = parsed.flags;
+    if (f.batchSize < 1) throw new CliError('--batch-size must be at least 1');
+    if (f.numPreproWorkers < 1) throw new CliError('--num-prepro-workers must be at least 1');
+    if (f.intraOpThreads < 0) throw new CliError('--intra-op-threads must be 0 or more');
+    if (f.writeBatchSize < 1) throw new CliError('--write-batch-size must be at least 1');
+    if (f.outputPartitionCount !== null && f.outputPartitionCount < 1) throw new CliError('--output-partition-count must be at least 1');
+    if (!f.enableImage && !f.enableText) throw new CliError('--enable-image and --enable-text are both False: nothing to embed');
+    if (f.useMclip) throw new CliError('--use-mclip True is not supported: export the multilingual text model to ONNX as text_model.onnx instead');
+    if (f.enableWandb) throw new CliError('--enable-wandb True is not supported');
+  } catch (err) {
+    if (err instanceof CliError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const f = parsed.flags;
+  process.stderr.write(`embeddings-indices-hosting/run.ts inference, settings:\n${cli.describe(f)}\n`);
+  // Preprocessing runs on libuv's pool: make it as wide as the images kept in flight.
+  process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.numPreproWorkers));
+
+  try {
+    // Inputs first: listing them is cheap, loading a model is not.
+    const inputs = [f.inputDataset, ...parsed.positionals];
+    const source = await openSource(f.inputFormat as InputFormat, inputs, {
+      enableImage: f.enableImage,
+      enableText: f.enableText,
+      enableMetadata: f.enableMetadata,
+      wdsImageKey: f.wdsImageKey,
+      wdsCaptionKey: f.wdsCaptionKey,
+      wdsNumberFilePerInputFile: f.wdsNumberFilePerInputFile,
+    }, { image: f.parquetImageColumn, caption: f.parquetCaptionColumn });
+    const count = f.outputPartitionCount ?? partitionCount(source, f.writeBatchSize);
+    log.info(`${source.elements.length} ${source.format === 'files' ? 'samples' : `${source.format} files`}, about ${source.estimatedSamples} samples, ${count} partition(s)`);
+
+    const files = locateModelFiles(f.clipModel, { image: f.enableImage, text: f.enableText });
+    const session = { device: f.device as Device, intraOpThreads: f.intraOpThreads };
+    const preprocessing = f.enableImage ? readPreprocessorConfig(files.preprocessorConfig) : null;
+    const image = preprocessing ? await openImageTower(files.vision, preprocessing.size, session) : null;
+    const text = f.enableText ? await openTextTower(files.text, session) : null;
+    const tokenizer = f.enableText ? ClipTokenizer.fromModelFiles(files) : null;
+    const preprocessor = preprocessing ? new ImagePreprocessor(preprocessing) : null;
+    log.info(`execution provider: ${f.device} (onnxruntime-node; intra-op threads ${f.intraOpThreads || 'default'})`);
+    if (preprocessing) log.info(`image tower ${files.vision}: ${preprocessing.size}x${preprocessing.size} -> ${image!.dim}; ${preprocessing.describe()}`);
+    if (text) log.info(`text tower ${files.text}: 77 ids${text.takesAttentionMask ? ' + attention_mask' : ''} -> ${text.dim}; tokenizer ${files.tokenizerJson ?? `${files.vocabJson} + ${files.mergesTxt}`}`);
+
+    const summary = await runInference(source, { image, text, preprocessor, tokenizer }, {
+      outputFolder: f.outputFolder,
+      batchSize: f.batchSize,
+      numPreproWorkers: f.numPreproWorkers,
+      partitionCount: count,
+      partitions: null,
+      enableImage: f.enableImage,
+      enableText: f.enableText,
+      enableMetadata: f.enableMetadata,
+    }, (path, cols) => NpyWriter.create(path, 'float16', cols));
+    const rate = summary.seconds > 0 ? summary.samples / summary.seconds : 0;
+    log.info(
+      `done: ${summary.samples} samples embedded in ${summary.partitionsDone} partition(s) (${summary.partitionsSkipped} already finished), ` +
+        `${summary.skipped} skipped, ${summary.seconds.toFixed(1)} s, ${rate.toFixed(1)} samples/s`,
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof ModelFolderError || err instanceof SourceError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`error: ${errorMessage(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,229 @@
+// The CLIP model folder (Hugging Face / Transformers.js ONNX layout, contracts.md section 4) opened
+// as two onnxruntime sessions. Everything the folder promises is checked at load, each failure a
+// one-line error naming the file and what is wrong, so a bad export fails before any data is read.
+// The execution provider is what the user asked for or an error: never a silent fall-back to CPU
+// (clip-retrieval issue #390: users ran for days at 7 samples/s on CPU without knowing).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+
+export const CONTEXT_LENGTH = 77;
+
+export class ModelFolderError extends Error {}
+
+export type Device = 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
+export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'tensorrt', 'webgpu'];
+
+export interface ModelFiles {
+  dir: string;
+  vision: string;
+  text: string;
+  preprocessorConfig: string;
+  config: string;
+  /** tokenizer.json, or null when vocab.json + merges.txt stand in for it. */
+  tokenizerJson: string | null;
+  vocabJson: string | null;
+  mergesTxt: string | null;
+}
+
+/** The folder's files, checked for presence only of what the run needs. */
+export function locateModelFiles(dir: string, need: { image: boolean; text: boolean }): ModelFiles {
+  if (!existsSync(dir)) throw new ModelFolderError(`model folder ${dir} does not exist; pass --clip-model DIR (an ONNX export in the Hugging Face layout, see the README)`);
+  const f = (...p: string[]): string => join(dir, ...p);
+  const files: ModelFiles = {
+    dir,
+    vision: f('onnx', 'vision_model.onnx'),
+    text: f('onnx', 'text_model.onnx'),
+    preprocessorConfig: f('preprocessor_config.json'),
+    config: f('config.json'),
+    tokenizerJson: existsSync(f('tokenizer.json')) ? f('tokenizer.json') : null,
+    vocabJson: existsSync(f('vocab.json')) ? f('vocab.json') : null,
+    mergesTxt: existsSync(f('merges.txt')) ? f('merges.txt') : null,
+  };
+  const missing = (p: string, what: string): never => {
+    throw new ModelFolderError(`${p} is missing (${what}); the model folder needs the layout in the README`);
+  };
+  if (!existsSync(files.config)) missing(files.config, 'the model config');
+  if (need.image) {
+    if (!existsSync(files.vision)) missing(files.vision, 'the image tower, needed with --enable-image');
+    if (!existsSync(files.preprocessorConfig)) missing(files.preprocessorConfig, 'image preprocessing settings, needed with --enable-image');
+  }
+  if (need.text) {
+    if (!existsSync(files.text)) missing(files.text, 'the text tower, needed with --enable-text');
+    if (!files.tokenizerJson && !(files.vocabJson && files.mergesTxt)) {
+      missing(f('tokenizer.json'), 'the tokenizer: tokenizer.json, or vocab.json + merges.txt, needed with --enable-text');
+    }
+  }
+  return files;
+}
+
+export function readJsonFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ModelFolderError(`${path} cannot be read: ${(err as Error).message}`);
+  }
+  try {
+    const v: unknown = JSON.parse(text);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as Record<string, unknown>;
+  } catch (err) {
+    throw new ModelFolderError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+export interface SessionOptions {
+  device: Device;
+  /** Threads per operator (onnxruntime intra-op); 0 = onnxruntime's default (all cores). */
+  intraOpThreads: number;
+}
+
+function providersFor(device: Device): ort.InferenceSession.ExecutionProviderConfig[] {
+  // onnxruntime always adds CPU for operators the chosen provider lacks: only naming CPU here is
+  // what a silent fall-back would be, and session creation fails instead when cuda cannot load.
+  return [device];
+}
+
+async function openSession(path: string, opts: SessionOptions): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(path, {
+      executionProviders: providersFor(opts.device),
+      intraOpNumThreads: opts.intraOpThreads > 0 ? opts.intraOpThreads : undefined,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+    });
+  } catch (err) {
+    const msg = ((err as Error).message ?? String(err)).replace(/\s*\n\s*/g, ' ');
+    if (opts.device !== 'cpu') {
+      const backends = ort.listSupportedBackends().map((b) => `${b.name}${b.bundled ? '' : ' (needs its provider libraries installed)'}`).join(', ');
+      throw new ModelFolderError(
+        `--device ${opts.device}: onnxruntime could not start that execution provider for ${path} (${msg}); ` +
+          `this onnxruntime-node offers ${backends}. See the README ("Running on CUDA"), or pass --device cpu`,
+      );
+    }
+    throw new ModelFolderError(`${path} is not a model onnxruntime can load: ${msg}`);
+  }
+}
+
+type TensorMeta = { name: string; type: string; shape: readonly (number | string)[] };
+
+function tensorMeta(list: readonly ort.InferenceSession.ValueMetadata[], name: string): TensorMeta | null {
+  const m = list.find((v) => v.name === name);
+  if (!m || !m.isTensor) return null;
+  return { name: m.name, type: m.type, shape: m.shape };
+}
+
+/** A fixed dimension that is not `want` is an error; symbolic dimensions (batch_size) pass. */
+function checkShape(path: string, m: TensorMeta, want: (number | null)[], wantType: string): void {
+  if (m.type !== wantType) throw new ModelFolderError(`${path}: ${m.name} has type ${m.type}, expected ${wantType}`);
+  const bad = m.shape.length !== want.length || want.some((w, i) => w !== null && typeof m.shape[i] === 'number' && m.shape[i] !== w);
+  if (bad) {
+    const shown = (s: readonly (number | string | null)[]): string => `[${s.map((d) => d ?? 'N').join(',')}]`;
+    throw new ModelFolderError(`${path}: ${m.name} has shape ${shown(m.shape)}, expected ${shown(want)}`);
+  }
+}
+
+function requireName(path: string, list: readonly string[], name: string, kind: 'input' | 'output'): void {
+  if (!list.includes(name)) {
+    throw new ModelFolderError(`${path}: no ${kind} named ${name} (it has ${list.join(', ') || 'none'}); the layout needs ${name}`);
+  }
+}
+
+export interface ImageTower {
+  size: number;
+  dim: number;
+  /** pixels: n x 3 x size x size float32, CHW per image. Returns n x dim (not normalised). */
+  run(pixels: Float32Array, n: number): Promise<Float32Array>;
+}
+
+export interface TextTower {
+  dim: number;
+  /** Whether the model takes an attention_mask input (fed only then). */
+  takesAttentionMask: boolean;
+  /** ids: n x 77 int64. Returns n x dim (not normalised). */
+  run(ids: BigInt64Array, mask: BigInt64Array | null, n: number): Promise<Float32Array>;
+}
+
+function outputDim(path: string, m: TensorMeta): number | null {
+  checkShape(path, m, [null, null], 'float32');
+  const d = m.shape[1];
+  return typeof d === 'number' ? d : null;
+}
+
+export async function openImageTower(path: string, crop: number, opts: SessionOptions): Promise<ImageTower> {
+  const session = await openSession(path, opts);
+  requireName(path, session.inputNames, 'pixel_values', 'input');
+  requireName(path, session.outputNames, 'image_embeds', 'output');
+  const input = tensorMeta(session.inputMetadata, 'pixel_values')!;
+  checkShape(path, input, [null, 3, crop, crop], 'float32');
+  const extra = session.inputNames.filter((n) => n !== 'pixel_values');
+  if (extra.length) throw new ModelFolderError(`${path}: unexpected inputs ${extra.join(', ')}; the image tower takes pixel_values only`);
+  let dim = outputDim(path, tensorMeta(session.outputMetadata, 'image_embeds')!);
+  const tower: ImageTower = {
+    size: crop,
+    dim: dim ?? 0,
+    async run(pixels, n) {
+      const out = await session.run({ pixel_values: new ort.Tensor('float32', pixels.subarray(0, n * 3 * crop * crop), [n, 3, crop, crop]) }, ['image_embeds']);
+      const t = out.image_embeds!;
+      if (t.dims.length !== 2 || t.dims[0] !== n) throw new ModelFolderError(`${path}: image_embeds came back with shape [${t.dims.join(',')}], expected [${n},D]`);
+      return t.data as Float32Array;
+    },
+  };
+  if (dim === null) {
+    // Symbolic output width: learn it from one image.
+    dim = (await tower.run(new Float32Array(3 * crop * crop), 1)).length;
+    tower.dim = dim;
+  }
+  return tower;
+}
+
+export async function openTextTower(path: string, opts: SessionOptions): Promise<TextTower> {
+  const session = await openSession(path, opts);
+  requireName(path, session.inputNames, 'input_ids', 'input');
+  requireName(path, session.outputNames, 'text_embeds', 'output');
+  checkShape(path, tensorMeta(session.inputMetadata, 'input_ids')!, [null, CONTEXT_LENGTH], 'int64');
+  const takesAttentionMask = session.inputNames.includes('attention_mask');
+  if (takesAttentionMask) checkShape(path, tensorMeta(session.inputMetadata, 'attention_mask')!, [null, CONTEXT_LENGTH], 'int64');
+  const extra = session.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask');
+  if (extra.length) throw new ModelFolderError(`${path}: unexpected inputs ${extra.join(', ')}; the text tower takes input_ids and optionally attention_mask`);
+  let dim = outputDim(path, tensorMeta(session.outputMetadata, 'text_embeds')!);
+  const tower: TextTower = {
+    dim: dim ?? 0,
+    takesAttentionMask,
+    async run(ids, mask, n) {
+      const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', ids.subarray(0, n * CONTEXT_LENGTH), [n, CONTEXT_LENGTH]) };
+      if (takesAttentionMask) {
+        if (!mask) throw new Error('the text model takes attention_mask: pass one');
+        feeds.attention_mask = new ort.Tensor('int64', mask.subarray(0, n * CONTEXT_LENGTH), [n, CONTEXT_LENGTH]);
+      }
+      const out = await session.run(feeds, ['text_embeds']);
+      const t = out.text_embeds!;
+      if (t.dims.length !== 2 || t.dims[0] !== n) throw new ModelFolderError(`${path}: text_embeds came back with shape [${t.dims.join(',')}], expected [${n},D]`);
+      return t.data as Float32Array;
+    },
+  };
+  if (dim === null) {
+    const ids = new BigInt64Array(CONTEXT_LENGTH);
+    dim = (await tower.run(ids, takesAttentionMask ? new BigInt64Array(CONTEXT_LENGTH) : null, 1)).length;
+    tower.dim = dim;
+  }
+  return tower;
+}
+
+/** Divides each row of an n x dim matrix by its L2 norm in place (a zero row stays zero). */
+export function normalizeRows(m: Float32Array, n: number, dim: number): Float32Array {
+  for (let r = 0; r < n; r++) {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += m[r * dim + j]! * m[r * dim + j]!;
+    const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
+    for (let j = 0; j < dim; j++) m[r * dim + j] = m[r * dim + j]! * inv;
+  }
+  return m;
+}
+
+/** Which execution providers this onnxruntime-node build can name, for --help and errors. */
+export function availableBackends(): string {
+  return ort.listSupportedBackends().map((b) => b.name).join(', ');
+}

@@ -1,0 +1,183 @@
+// The pipeline: for each unfinished partition, samples are read and preprocessed into the next
+// batch while the model embeds the current one (two pixel buffers alternate), then the normalised
+// embeddings and the metadata rows go to the partition writer. Memory is bounded by two batches:
+// 2 x batch_size x 3 x S x S float32 pixels, their encoded images, and 2 x batch_size x 77 ids.
+import { join } from 'node:path';
+import { log } from '../../lib/log.ts';
+import { Progress } from '../../lib/progress.ts';
+import { normalizeRows, type ImageTower, type TextTower } from './clip-model.ts';
+import type { ImagePreprocessor } from './preprocess.ts';
+import { elementsOf, partitionName, type Sample, type Skipped, type Source } from './sources.ts';
+import type { ClipTokenizer } from './tokenizer.ts';
+import { isPartitionDone, PartitionWriter, partitionPaths, type OpenRowFile, type WriterOptions } from './writer.ts';
+
+export interface PipelineOptions extends WriterOptions {
+  outputFolder: string;
+  batchSize: number;
+  /** Images being decoded and preprocessed at once (native work on libuv's thread pool). */
+  numPreproWorkers: number;
+  partitionCount: number;
+  /** Only these partitions (all when null). */
+  partitions: readonly number[] | null;
+}
+
+export interface Models {
+  image: ImageTower | null;
+  text: TextTower | null;
+  preprocessor: ImagePreprocessor | null;
+  tokenizer: ClipTokenizer | null;
+}
+
+export interface RunSummary {
+  partitionsDone: number;
+  partitionsSkipped: number;
+  samples: number;
+  skipped: number;
+  seconds: number;
+}
+
+interface Batch {
+  samples: Sample[];
+  pixels: Float32Array | null;
+}
+
+/** Runs async work with at most `limit` in flight. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+export async function runInference(source: Source, models: Models, o: PipelineOptions, openRowFile: OpenRowFile): Promise<RunSummary> {
+  const started = Date.now();
+  const summary: RunSummary = { partitionsDone: 0, partitionsSkipped: 0, samples: 0, skipped: 0, seconds: 0 };
+  const side = models.image?.size ?? 0;
+  const imageFloats = 3 * side * side;
+  // Two pixel buffers: one being filled while the model reads the other.
+  const buffers = o.enableImage ? [new Float32Array(o.batchSize * imageFloats), new Float32Array(o.batchSize * imageFloats)] : [];
+  let bufferIndex = 0;
+  const limiter = new Limiter(Math.max(1, o.numPreproWorkers));
+
+  const wanted = o.partitions ?? Array.from({ length: o.partitionCount }, (_, i) => i);
+  const todo = wanted.filter((p) => {
+    const done = isPartitionDone(partitionPaths(o.outputFolder, partitionName(p, o.partitionCount)), o);
+    if (done) summary.partitionsSkipped++;
+    return !done;
+  });
+  if (summary.partitionsSkipped > 0) log.info(`${summary.partitionsSkipped} partition(s) already finished, skipped`);
+  // The ETA's total: the source's estimate per element at first (webdataset: samples per tar as
+  // --wds-number-file-per-input-file says), then what the finished partitions actually held.
+  let elementsLeft = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0);
+  let elementsRead = 0;
+  const perElement = source.estimatedSamples / Math.max(1, source.elements.length);
+  const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
+
+  try {
+    for (const p of todo) {
+      const name = partitionName(p, o.partitionCount);
+      const elements = elementsOf(source, p, o.partitionCount);
+      if (elements.length === 0) continue; // clip-retrieval writes nothing for an empty partition
+      const paths = partitionPaths(o.outputFolder, name);
+      const writer = await PartitionWriter.open(paths, o, { image: models.image?.dim ?? 0, text: models.text?.dim ?? 0 }, openRowFile, join(o.outputFolder, '.duckdb-tmp'));
+      try {
+        const samples = source.read(elements);
+        const reportSkip = (s: Skipped): void => {
+          summary.skipped++;
+          progress.item(false);
+          log.warn(`skipped ${s.where}: ${s.skipped}`);
+        };
+
+        // Reads up to batchSize usable samples and preprocesses their images into the next buffer.
+        const assemble = async (): Promise<Batch | null> => {
+          const pixels = o.enableImage ? buffers[bufferIndex++ % 2]! : null;
+          const batch: Sample[] = [];
+          const ok: boolean[] = [];
+          const work: Promise<void>[] = [];
+          while (batch.length < o.batchSize) {
+            const next = await samples.next();
+            if (next.done) break;
+            const s = next.value;
+            if ('skipped' in s) {
+              reportSkip(s);
+              continue;
+            }
+            const slot = batch.length;
+            batch.push(s);
+            ok.push(true);
+            if (pixels && models.preprocessor) {
+              const out = pixels.subarray(slot * imageFloats, (slot + 1) * imageFloats);
+              work.push(
+                limiter.run(() => models.preprocessor!.run(s.image!, out)).catch((err: unknown) => {
+                  ok[slot] = false;
+                  reportSkip({ skipped: `image does not decode (${(err as Error).message})`, where: s.where });
+                }),
+              );
+            }
+          }
+          await Promise.all(work);
+          if (batch.length === 0) return null;
+          // Drop the images that failed, keeping order: row k stays sample k in all three files.
+          const kept: Sample[] = [];
+          for (let i = 0; i < batch.length; i++) {
+            if (!ok[i]) continue;
+            if (pixels && kept.length !== i) pixels.copyWithin(kept.length * imageFloats, i * imageFloats, (i + 1) * imageFloats);
+            kept.push(batch[i]!);
+          }
+          return { samples: kept, pixels };
+        };
+
+        // A rejection of the batch being prepared is handled where it is awaited; the no-op catch
+        // keeps Node from treating it as unhandled while the model is still busy with this batch.
+        const prepare = (): Promise<Batch | null> => {
+          const p = assemble();
+          p.catch(() => undefined);
+          return p;
+        };
+        let pending = prepare();
+        for (;;) {
+          const batch = await pending;
+          if (!batch) break;
+          pending = prepare(); // the next batch is read and preprocessed while this one runs
+          const n = batch.samples.length;
+          if (n === 0) continue;
+          let imageEmb: Float32Array | null = null;
+          let textEmb: Float32Array | null = null;
+          if (models.image && batch.pixels) {
+            imageEmb = normalizeRows(new Float32Array(await models.image.run(batch.pixels, n)), n, models.image.dim);
+          }
+          if (models.text && models.tokenizer) {
+            const tokens = models.tokenizer.encodeBatch(batch.samples.map((s) => s.caption ?? ''));
+            textEmb = normalizeRows(new Float32Array(await models.text.run(tokens.ids, tokens.mask, n)), n, models.text.dim);
+          }
+          await writer.add(batch.samples, imageEmb, textEmb);
+          summary.samples += n;
+          progress.item(true, n);
+        }
+        await writer.finish();
+        summary.partitionsDone++;
+        elementsRead += elements.length;
+        elementsLeft -= elements.length;
+        const seen = summary.samples + summary.skipped;
+        progress.setTotal(Math.round(seen + (elementsLeft * seen) / Math.max(1, elementsRead)));
+        log.info(`partition ${name}: ${writer.rows} samples written`);
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    }
+  } finally {
+    progress.stop();
+  }
+  summary.seconds = (Date.now() - started) / 1000;
+  return summary;
+}

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { writeTinyClip, TINY_EMBED_DIM, TINY_IMAGE_SIZE } from '../demo/tiny-clip.ts';
+import { locateModelFiles, ModelFolderError, openImageTower, openTextTower, type SessionOptions } from '../embeddings-indices-hosting/inference/clip-model.ts';
+
+let dir: string;
+const cpu: SessionOptions = { device: 'cpu', intraOpThreads: 1 };
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'clip-model-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const oneLine = (err: unknown): boolean => err instanceof ModelFolderError && !err.message.includes('\n');
+
+test('the tiny model folder loads: towers, dims, attention_mask detected only where present', async () => {
+  const plain = writeTinyClip(join(dir, 'plain'));
+  const masked = writeTinyClip(join(dir, 'masked'), { withAttentionMask: true });
+  const files = locateModelFiles(plain, { image: true, text: true });
+  const image = await openImageTower(files.vision, TINY_IMAGE_SIZE, cpu);
+  assert.equal(image.dim, TINY_EMBED_DIM);
+  const emb = await image.run(new Float32Array(2 * 3 * TINY_IMAGE_SIZE ** 2), 2);
+  assert.equal(emb.length, 2 * TINY_EMBED_DIM);
+  assert.equal((await openTextTower(files.text, cpu)).takesAttentionMask, false);
+  assert.equal((await openTextTower(locateModelFiles(masked, { image: false, text: true }).text, cpu)).takesAttentionMask, true);
+});
+
+test('a missing file, a wrong input name and a wrong shape are one-line errors naming the file', async () => {
+  const m = writeTinyClip(join(dir, 'missing'));
+  await unlink(join(m, 'onnx', 'text_model.onnx'));
+  assert.throws(() => locateModelFiles(m, { image: true, text: true }), (e: unknown) => oneLine(e) && /text_model\.onnx is missing/.test((e as Error).message));
+  // Image-only runs do not need the text tower.
+  locateModelFiles(m, { image: true, text: false });
+
+  const renamed = writeTinyClip(join(dir, 'renamed'), { pixelValuesName: 'images' });
+  await assert.rejects(
+    openImageTower(join(renamed, 'onnx', 'vision_model.onnx'), TINY_IMAGE_SIZE, cpu),
+    (e: unknown) => oneLine(e) && /vision_model\.onnx: no input named pixel_values \(it has images\)/.test((e as Error).message),
+  );
+
+  const wrongSize = writeTinyClip(join(dir, 'wrong-size'), { declaredImageSize: 48 });
+  await assert.rejects(
+    openImageTower(join(wrongSize, 'onnx', 'vision_model.onnx'), TINY_IMAGE_SIZE, cpu),
+    (e: unknown) => oneLine(e) && /pixel_values has shape \[batch_size,3,48,48\], expected \[N,3,32,32\]/.test((e as Error).message),
+  );
+});
+
+test('--device cuda where onnxruntime cannot start CUDA is an error, not a fall-back to CPU', async (t) => {
+  const m = writeTinyClip(join(dir, 'cuda'));
+  try {
+    const tower = await openImageTower(join(m, 'onnx', 'vision_model.onnx'), TINY_IMAGE_SIZE, { device: 'cuda', intraOpThreads: 1 });
+    t.skip(`CUDA is available here (dim ${tower.dim})`);
+  } catch (e) {
+    assert.ok(oneLine(e), String(e));
+    assert.match((e as Error).message, /--device cuda: onnxruntime could not start that execution provider/);
+  }
+});
