@@ -1,13 +1,12 @@
 // Subsets of stage-2 parts by resolution, similarity, NSFW value or any SQL boolean expression.
 // Each input part gives the output part of the same name, rows in the same order, same schema.
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
-import { writeFileAtomic } from '../lib/atomic-file.ts';
-import { defineCli, isMainModule } from '../lib/cli.ts';
+import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
+import { abandonOutput, claimOutputFolder, publishOutput, startStaging, type OutputClaim } from './output-folder.ts';
 import { parquetSource } from './parquet-input.ts';
 import { ROW_GROUP_SIZE } from './pipeline.ts';
 
@@ -74,17 +73,18 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const { flags } = filterCli.run(argv);
   const started = Date.now();
   const out = flags.outputFolder;
-  const tmp = join(out, '_tmp');
   let db: Db | undefined;
+  let claim: OutputClaim | undefined;
   try {
     const source = await parquetSource(flags.input);
-    if (source.files.length === 0) throw new Error('--input must be a folder of parts or one parquet file, not a glob');
-    await rm(join(out, '_SUCCESS'), { force: true });
-    await rm(tmp, { recursive: true, force: true });
-    await mkdir(tmp, { recursive: true });
-    db = await openDb({ memoryLimit: flags.memoryLimit, threads: flags.threads, tempDirectory: join(tmp, 'spill') });
+    if (source.files.length === 0) throw new CliError('--input must be a folder of parts or one parquet file, not a glob');
+    const names = source.files.map((f) => basename(f));
+    // Everything that can be checked is checked before the output folder is touched.
+    claim = await claimOutputFolder(out, '_filter.json', names);
+    db = await openDb({ memoryLimit: flags.memoryLimit, threads: flags.threads, tempDirectory: join(claim.tmp, 'spill') });
     await db.run('SET preserve_insertion_order = true');
     if (flags.where != null) await checkWhere(db, source.sql, flags.where);
+    await startStaging(claim);
     const predicate = predicateSql(flags);
     const progress = new Progress({ label: 'filter', total: source.files.length, unit: 'parts' });
     let rowsIn = 0;
@@ -95,24 +95,29 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       rowsIn += Number(r!.n);
       rowsOut += Number(r!.kept);
       await db.run(
-        `COPY (SELECT * FROM ${from} WHERE ${predicate}) TO ${sqlString(join(tmp, basename(file)))} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${ROW_GROUP_SIZE})`,
+        `COPY (SELECT * FROM ${from} WHERE ${predicate}) TO ${sqlString(join(claim.tmp, basename(file)))} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${ROW_GROUP_SIZE})`,
       );
       progress.item(true);
     }
     progress.stop();
     db.close();
     db = undefined;
-    for (const name of await readdir(out)) if (name.endsWith('.parquet')) await rm(join(out, name), { force: true });
-    for (const file of source.files) await rename(join(tmp, basename(file)), join(out, basename(file)));
-    await rm(tmp, { recursive: true, force: true });
-    const summary = { input: flags.input, predicate, rows_in: rowsIn, rows_out: rowsOut, parts: source.files.length, seconds: (Date.now() - started) / 1000 };
-    await writeFileAtomic(join(out, '_filter.json'), JSON.stringify(summary, null, 2) + '\n');
-    await writeFileAtomic(join(out, '_SUCCESS'), '');
+    const tmp = claim.tmp;
+    await publishOutput(claim, names, (f) => join(tmp, f), () => ({
+      input: flags.input, predicate, rows_in: rowsIn, rows_out: rowsOut, parts: source.files.length, seconds: (Date.now() - started) / 1000,
+    }));
     log.info(`done: kept ${rowsOut} of ${rowsIn} rows (${predicate}) in ${source.files.length} parts under ${out}`);
     return 0;
   } catch (err) {
     log.error(errorMessage(err));
-    return err instanceof BadExpressionError ? 2 : 1;
+    try {
+      db?.close();
+    } catch {
+      // already closed
+    }
+    db = undefined;
+    if (claim) await abandonOutput(claim);
+    return err instanceof BadExpressionError || err instanceof CliError ? 2 : 1;
   } finally {
     db?.close();
   }
