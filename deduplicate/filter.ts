@@ -8,6 +8,7 @@ import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { abandonOutput, claimOutputFolder, publishOutput, startStaging, type OutputClaim } from './output-folder.ts';
 import { parquetSource } from './parquet-input.ts';
+import { checkMemoryLimit, checkThreads } from './settings.ts';
 import { ROW_GROUP_SIZE } from './pipeline.ts';
 
 export const filterCli = defineCli({
@@ -47,26 +48,70 @@ export function predicateSql(c: FilterConditions): string {
   return parts.length ? parts.join(' AND ') : 'TRUE';
 }
 
-/** Checks a --where expression with DuckDB's own parser and binder before any data is read. */
-export async function checkWhere(db: Db, from: string, where: string): Promise<void> {
-  const sql = `SELECT (${where}) AS keep FROM ${from}`;
+/**
+ * Why `where` is not one self-contained expression: a parenthesis closed that it did not open, one
+ * left open, a comment or a `;` outside quotes. Such text can pass a check in one query and break
+ * out of (or comment away) the parentheses it is put in elsewhere. Null when it is self-contained.
+ */
+export function whereStructureProblem(where: string): string | null {
+  let depth = 0;
+  for (let i = 0; i < where.length; i++) {
+    const c = where[i]!;
+    if (c === "'" || c === '"') {
+      const end = where.indexOf(c, i + 1);
+      if (end < 0) return `a ${c === "'" ? 'string' : 'quoted name'} is never closed`;
+      i = end; // a doubled quote inside is two quoted runs back to back
+    } else if (c === '$' && /^\$[A-Za-z_]*\$/.test(where.slice(i))) {
+      const tag = /^\$[A-Za-z_]*\$/.exec(where.slice(i))![0];
+      const end = where.indexOf(tag, i + tag.length);
+      if (end < 0) return `the ${tag} string is never closed`;
+      i = end + tag.length - 1;
+    } else if (c === '(') depth++;
+    else if (c === ')' && --depth < 0) return 'it closes a parenthesis it did not open';
+    else if (c === ';') return 'it holds a ; (one expression only)';
+    else if ((c === '-' && where[i + 1] === '-') || (c === '/' && where[i + 1] === '*')) return 'it holds a comment';
+  }
+  return depth > 0 ? 'a parenthesis is never closed' : null;
+}
+
+/**
+ * Checks a --where expression before any data is read or any output touched: its structure, then
+ * DuckDB's own parser and binder on every query it will be part of, and that it is a boolean.
+ */
+export async function checkWhere(db: Db, from: string, where: string, predicate = `(${where})`): Promise<void> {
   const fail = (why: string): never => {
     throw new BadExpressionError(`--where ${JSON.stringify(where)} is not a usable SQL boolean expression: ${why}`);
   };
+  const clean = (err: unknown): string => errorMessage(err).replace(/\s*LINE \d+:.*$/, '');
+  const structure = whereStructureProblem(where);
+  if (structure) fail(structure);
+  const sql = `SELECT (${where}) AS keep FROM ${from}`;
   let count: number;
   try {
     count = (await db.connection.extractStatements(sql)).count;
   } catch (err) {
-    return fail(errorMessage(err).replace(/\s*LINE \d+:.*$/, ""));
+    return fail(clean(err));
   }
   if (count !== 1) fail('it must be one expression, not several statements');
   let type: string | undefined;
   try {
     type = (await db.all<{ column_type: string }>(`DESCRIBE ${sql}`))[0]?.column_type;
   } catch (err) {
-    return fail(errorMessage(err).replace(/\s*LINE \d+:.*$/, ""));
+    return fail(clean(err));
   }
   if (type !== 'BOOLEAN' && type !== '"NULL"' && type !== 'NULL') fail(`it gives ${type}, not BOOLEAN`);
+  for (const query of filterQueries(from, predicate)) {
+    try {
+      await db.run(`EXPLAIN ${query}`);
+    } catch (err) {
+      fail(clean(err));
+    }
+  }
+}
+
+/** The two queries run per part: the counts, and the rows kept. */
+function filterQueries(from: string, predicate: string): [string, string] {
+  return [`SELECT count(*) AS n, count(*) FILTER (WHERE ${predicate}) AS kept FROM ${from}`, `SELECT * FROM ${from} WHERE ${predicate}`];
 }
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
@@ -74,6 +119,13 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const started = Date.now();
   const out = flags.outputFolder;
   let db: Db | undefined;
+  try {
+    checkThreads(flags.threads);
+    await checkMemoryLimit(flags.memoryLimit);
+  } catch (err) {
+    log.error(errorMessage(err));
+    return 2;
+  }
   let claim: OutputClaim | undefined;
   try {
     const source = await parquetSource(flags.input);
@@ -83,19 +135,20 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     claim = await claimOutputFolder(out, '_filter.json', names);
     db = await openDb({ memoryLimit: flags.memoryLimit, threads: flags.threads, tempDirectory: join(claim.tmp, 'spill') });
     await db.run('SET preserve_insertion_order = true');
-    if (flags.where != null) await checkWhere(db, source.sql, flags.where);
-    await startStaging(claim);
     const predicate = predicateSql(flags);
+    if (flags.where != null) await checkWhere(db, source.sql, flags.where, predicate);
+    await startStaging(claim);
     const progress = new Progress({ label: 'filter', total: source.files.length, unit: 'parts' });
     let rowsIn = 0;
     let rowsOut = 0;
     for (const file of source.files) {
       const from = `read_parquet(${sqlString(file)})`;
-      const [r] = await db.all<{ n: bigint; kept: bigint }>(`SELECT count(*) AS n, count(*) FILTER (WHERE ${predicate}) AS kept FROM ${from}`);
+      const [counting, keeping] = filterQueries(from, predicate);
+      const [r] = await db.all<{ n: bigint; kept: bigint }>(counting);
       rowsIn += Number(r!.n);
       rowsOut += Number(r!.kept);
       await db.run(
-        `COPY (SELECT * FROM ${from} WHERE ${predicate}) TO ${sqlString(join(claim.tmp, basename(file)))} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${ROW_GROUP_SIZE})`,
+        `COPY (${keeping}) TO ${sqlString(join(claim.tmp, basename(file)))} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${ROW_GROUP_SIZE})`,
       );
       progress.item(true);
     }
