@@ -22,7 +22,7 @@ export interface OutputClaim {
 }
 
 /** Reads the `files` list of an earlier run's manifest; null when there is no manifest. */
-async function ownedByManifest(folder: string, manifest: string, legacy: (name: string) => boolean): Promise<string[] | null> {
+async function ownedByManifest(folder: string, manifest: string, legacy: Legacy): Promise<string[] | null> {
   let text: string;
   try {
     text = await readFile(join(folder, manifest), 'utf8');
@@ -38,8 +38,11 @@ async function ownedByManifest(folder: string, manifest: string, legacy: (name: 
   if (Array.isArray(files)) return files.filter((f): f is string => typeof f === 'string' && !f.startsWith('/') && !f.split('/').includes('..'));
   // A manifest from before `files` existed: only its own fixed names count as ours.
   const names = await readdir(folder).catch(() => [] as string[]);
-  return names.filter(legacy);
+  return legacy(names);
 }
+
+/** The files a manifest from before its `files` list named implicitly, given the folder's top-level names. */
+type Legacy = (names: readonly string[]) => string[];
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
 
@@ -52,7 +55,7 @@ export async function claimOutputFolder(
   folder: string,
   manifest: string,
   planned: readonly string[],
-  legacy: (name: string) => boolean = () => false,
+  legacy: Legacy = () => [],
 ): Promise<OutputClaim> {
   const info = await stat(folder).catch(() => null);
   if (info && !info.isDirectory()) throw new CliError(`--output-folder ${folder} is a file, not a folder; choose another path`);
