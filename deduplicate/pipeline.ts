@@ -98,7 +98,7 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
   const outputFiles = [...Array.from({ length: opts.parts }, (_, p) => partName(p)), REJECTS_FILE];
   const claim = await claimOutputFolder(out, '_summary.json', outputFiles, legacyOutputFiles);
   try {
-    return await deduplicateInto(claim, sources, opts, started);
+    return await deduplicateInto(claim, sources, outputFiles, opts, started);
   } catch (err) {
     // A failed run leaves the folder as it found it (an earlier complete output included).
     await abandonOutput(claim);
@@ -112,7 +112,7 @@ const legacyOutputFiles = (names: readonly string[]): string[] => [
   ...(names.includes('_rejects') ? [REJECTS_FILE] : []),
 ];
 
-async function deduplicateInto(claim: OutputClaim, sources: CsvSource[], opts: DedupOptions, started: number): Promise<DedupSummary> {
+async function deduplicateInto(claim: OutputClaim, sources: CsvSource[], outputFiles: string[], opts: DedupOptions, started: number): Promise<DedupSummary> {
   // Wall and CPU seconds per phase, logged at the end: CPU above wall shows the threads at work.
   const timings: string[] = [];
   let mark = started;
@@ -123,8 +123,6 @@ async function deduplicateInto(claim: OutputClaim, sources: CsvSource[], opts: D
     mark = Date.now();
     cpu = process.cpuUsage();
   };
-  const out = claim.folder;
-  const outputFiles = [...Array.from({ length: opts.parts }, (_, p) => partName(p)), REJECTS_FILE];
   const tmp = claim.tmp;
   const staging = join(tmp, 'staging');
   // A rerun after a kill starts clean: nothing of an earlier attempt is reused.
