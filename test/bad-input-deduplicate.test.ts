@@ -45,14 +45,17 @@ const dedup = (args: readonly string[]): Promise<CliRun> => run('deduplicate/run
 const filter = (args: readonly string[]): Promise<CliRun> => run('deduplicate/filter.ts', args);
 const lastLine = (r: CliRun): string => r.stderr.trim().split('\n').at(-1)!;
 
-/** sha256 of every file below dir, by relative path. */
+/** sha256 of every file below dir by relative path, and every folder (`name/`), so a leftover empty `_tmp/` shows. */
 function hashes(dir: string): Map<string, string> {
   const out = new Map<string, string>();
   if (!existsSync(dir)) return out;
   const walk = (d: string): void => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
+      if (e.isDirectory()) {
+        out.set(`${relative(dir, p)}/`, 'folder');
+        walk(p);
+      }
       else out.set(relative(dir, p), createHash('sha256').update(readFileSync(p)).digest('hex'));
     }
   };
