@@ -198,7 +198,8 @@ test('deduplicate: a run that fails leaves an earlier complete output byte-ident
   const fresher = fresh('never-made');
   const again = await dedup(['--input', input, '--output-folder', fresher, '--parts', '4']);
   assert.equal(again.code, 1);
-  assert.ok(!existsSync(fresher), 'a failed run leaves no folder (and no _tmp) behind');
+  // The folder may stay when something else (the output lock) made it first, but empty.
+  assert.ok(!existsSync(fresher) || readdirSync(fresher).length === 0, 'a failed run leaves nothing (no _tmp) behind');
 });
 
 test('deduplicate: an input without any CSV is one line and exit 1, the earlier output untouched', async () => {
