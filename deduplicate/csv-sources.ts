@@ -138,6 +138,9 @@ export async function readHeader(src: CsvSource, delimiter: string): Promise<Hea
   }
   const complete = line !== undefined;
   const bytes = complete ? Buffer.from(line!, 'utf8') : Buffer.concat(chunks);
+  if (!src.gzip && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    return { skip: 'gzip data in a .csv file', detail: 'it starts with the gzip signature', advice: 'rename it to .csv.gz and rerun' };
+  }
   // A NUL never occurs in a UTF-8 CSV header: this is UTF-16 text or not text at all. Its name
   // would also break the SQL the header becomes.
   if (bytes.includes(0)) {

@@ -165,7 +165,11 @@ test('deduplicate: a truncated .csv.gz is skipped whole, named as a damaged gzip
 // 4. A NUL byte in a header aborted the whole run with an error naming no file.
 test('deduplicate: a UTF-16 or binary file among the CSVs is skipped and named; a rerun over a good output completes', async () => {
   const utf16 = Buffer.from('\uFEFF' + csvLine(COLUMN_SETS.hybrid) + csvLine(['1', 'http://x/a.jpg', 'a', '1', '1', '?', 'UNLIKELY', '0.3']), 'utf16le');
-  const input = inputWith({ 'export-utf16.csv': utf16, 'image.csv': Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 0x0d, 10, 0, 1, 2]) });
+  const input = inputWith({
+    'export-utf16.csv': utf16,
+    'image.csv': Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 0x0d, 10, 0, 1, 2]),
+    'packed.csv': gzipSync(Buffer.from(csvLine(COLUMN_SETS.hybrid) + csvLine(['1', 'http://x/p.jpg', 'p', '1', '1', '?', 'UNLIKELY', '0.3']))),
+  });
   const inputBefore = hashes(input);
   const out = earlierOutput();
   const r = await dedup(['--input', input, '--output-folder', out, '--parts', '4']);
@@ -173,8 +177,10 @@ test('deduplicate: a UTF-16 or binary file among the CSVs is skipped and named; 
   for (const name of ['export-utf16.csv', 'image.csv']) {
     assert.match(r.stderr, new RegExp(`^warning: .*${name.replace('.', '\\.')}: skipped whole, binary or UTF-16 file \\(NUL byte in the header line\\)`, 'm'));
   }
+  assert.match(r.stderr, /^warning: .*packed\.csv: skipped whole, gzip data in a \.csv file .*rename it to \.csv\.gz/m);
   const s = summaryOf(out);
   assert.equal(s.files_skipped['binary or UTF-16 file'], 2);
+  assert.equal(s.files_skipped['gzip data in a .csv file'], 1);
   assert.equal(s.rows_unique, goodSummary.rows_unique);
   assert.ok(existsSync(join(out, '_SUCCESS')));
   assertSame(inputBefore, input, 'the input folder');
