@@ -61,8 +61,8 @@ export function whereStructureProblem(where: string): string | null {
       const end = where.indexOf(c, i + 1);
       if (end < 0) return `a ${c === "'" ? 'string' : 'quoted name'} is never closed`;
       i = end; // a doubled quote inside is two quoted runs back to back
-    } else if (c === '$' && /^\$[A-Za-z_]*\$/.test(where.slice(i))) {
-      const tag = /^\$[A-Za-z_]*\$/.exec(where.slice(i))![0];
+    } else if (c === '$' && /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.test(where.slice(i))) {
+      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(where.slice(i))![0];
       const end = where.indexOf(tag, i + tag.length);
       if (end < 0) return `the ${tag} string is never closed`;
       i = end + tag.length - 1;

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { COLUMN_SETS, csvLine, generateCrawlCsvs } from '../demo/crawl-csv.ts';
 import { deduplicate, type DedupOptions, type DedupSummary } from '../deduplicate/pipeline.ts';
-import { main as filterMain } from '../deduplicate/filter.ts';
+import { main as filterMain, whereStructureProblem } from '../deduplicate/filter.ts';
 import { startCli, type CliRun } from './helpers/cli-process.ts';
 
 let root: string;
@@ -291,4 +291,20 @@ test('deduplicate: a parquet file it did not write in --output-folder is refused
   assert.equal(r.code, 2);
   assert.match(lastLine(r), /^error: --output-folder .* holds part-00000\.parquet, which no earlier run/);
   assertSame(before, out, 'the output folder');
+});
+
+test('filter: the --where structure check refuses only text that escapes its parentheses, not quoted look-alikes', () => {
+  for (const ok of ["URL LIKE '%--%'", "TEXT = 'a)'' OR (''b'", 'TEXT = $$a)$$', 'TEXT = $q1$;)$q1$', '"odd)name" > 1', '(WIDTH > 1) AND (HEIGHT > 1)']) {
+    assert.equal(whereStructureProblem(ok), null, ok);
+  }
+  for (const [bad, why] of [
+    ['1=1) OR (1=1', /closes a parenthesis/],
+    ['(WIDTH > 1', /never closed/],
+    ['WIDTH > 1 -- and the rest', /comment/],
+    ['WIDTH > 1 /* x */', /comment/],
+    ["URL = 'open", /string is never closed/],
+    ['TRUE; SELECT 1', /;/],
+  ] as const) {
+    assert.match(whereStructureProblem(bad) ?? '', why, bad);
+  }
 });
