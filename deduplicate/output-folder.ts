@@ -57,7 +57,10 @@ export async function claimOutputFolder(
   planned: readonly string[],
   legacy: Legacy = () => [],
 ): Promise<OutputClaim> {
-  const info = await stat(folder).catch(() => null);
+  const info = await stat(folder).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw new CliError(`--output-folder ${folder} cannot be used (${err.code ?? err.message}: a part of the path is a file, or it is not readable); choose another path`);
+  });
   if (info && !info.isDirectory()) throw new CliError(`--output-folder ${folder} is a file, not a folder; choose another path`);
   const claim: OutputClaim = { folder, manifest, owned: [], tmp: join(folder, '_tmp'), created: !info };
   if (!info) return claim;

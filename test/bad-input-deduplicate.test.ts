@@ -308,3 +308,17 @@ test('filter: the --where structure check refuses only text that escapes its par
     assert.match(whereStructureProblem(bad) ?? '', why, bad);
   }
 });
+
+test('deduplicate: an --output-folder that is a file, or lies under one, is one line and exit 2, the file untouched', async () => {
+  const file = fresh('a-file');
+  writeFileSync(file, 'not a folder');
+  for (const [out, message] of [
+    [file, /^error: --output-folder .* is a file, not a folder/],
+    [join(file, 'sub'), /^error: --output-folder .*sub cannot be used \(ENOTDIR/],
+  ] as const) {
+    const r = await dedup(['--input', csv, '--output-folder', out, '--parts', '4']);
+    assert.equal(r.code, 2);
+    assert.match(lastLine(r), message);
+    assert.equal(readFileSync(file, 'utf8'), 'not a folder');
+  }
+});
