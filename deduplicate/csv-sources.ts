@@ -106,7 +106,8 @@ export function splitCsvLine(line: string, delimiter: string): string[] {
   return out;
 }
 
-export type HeaderResult = { columns: string[] } | { skip: string };
+/** A header, or why the file is skipped whole: `skip` counts it, `detail` and `advice` go to the user. */
+export type HeaderResult = { columns: string[] } | { skip: string; detail: string; advice: string };
 
 const MAX_HEADER_BYTES = 1 << 20;
 
@@ -126,19 +127,53 @@ export async function readHeader(src: CsvSource, delimiter: string): Promise<Hea
       }
       chunks.push(chunk);
       size += chunk.length;
-      if (size > MAX_HEADER_BYTES) return { skip: 'header line longer than 1 MiB' };
+      if (size > MAX_HEADER_BYTES) break;
     }
   } catch (err) {
-    return { skip: `unreadable (${src.gzip ? 'gzip' : 'read'} error: ${(err as Error).message.split('\n')[0]})` };
+    const detail = (err as Error).message.split('\n')[0]!;
+    if (src.gzip) return { skip: 'damaged gzip', detail, advice: 're-download it (gzip -t checks a file)' };
+    return { skip: 'unreadable', detail: `read error: ${detail}`, advice: 'check the file and its permissions' };
   } finally {
     stream.destroy();
   }
-  if (line === undefined) line = Buffer.concat(chunks).toString('utf8');
+  const complete = line !== undefined;
+  const bytes = complete ? Buffer.from(line!, 'utf8') : Buffer.concat(chunks);
+  if (!src.gzip && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    return { skip: 'gzip data in a .csv file', detail: 'it starts with the gzip signature', advice: 'rename it to .csv.gz and rerun' };
+  }
+  // A NUL never occurs in a UTF-8 CSV header: this is UTF-16 text or not text at all. Its name
+  // would also break the SQL the header becomes.
+  if (bytes.includes(0)) {
+    return { skip: 'binary or UTF-16 file', detail: 'NUL byte in the header line', advice: 'convert it to UTF-8 (iconv -f UTF-16 -t UTF-8) or move it out of --input' };
+  }
+  line ??= bytes.toString('utf8');
+  if (/\r(?!\n)./s.test(line)) {
+    return { skip: 'CR-only line endings', detail: 'lines end in a bare CR (classic Mac text)', advice: "convert them to LF (tr '\\r' '\\n') and rerun" };
+  }
+  if (!complete && size > MAX_HEADER_BYTES) {
+    return { skip: 'header line longer than 1 MiB', detail: 'no line break in its first MiB', advice: 'check that it is a CSV file' };
+  }
   line = line.replace(/^\uFEFF/, '').replace(/\r$/, '');
-  if (line.trim() === '') return { skip: 'empty file' };
+  if (line.trim() === '') return { skip: 'empty file', detail: 'empty file', advice: 'remove it or download it again' };
   const columns = splitCsvLine(line, delimiter).map((c) => c.trim());
-  if (new Set(columns).size !== columns.length) return { skip: 'duplicate column names in header' };
+  if (new Set(columns).size !== columns.length) {
+    return { skip: 'duplicate column names in header', detail: `header ${JSON.stringify(line.slice(0, 200))}`, advice: `check --delimiter ${JSON.stringify(delimiter)} and the header line` };
+  }
   return { columns };
+}
+
+/**
+ * Why a gzip file cannot be read to its end (truncated, corrupt, junk after the data), or null when
+ * it is intact. Streams the whole file through zlib: DuckDB reads a truncated gzip up to the break
+ * and says nothing, so its missing rows would go unnoticed.
+ */
+export async function gzipDamage(src: CsvSource): Promise<string | null> {
+  try {
+    for await (const chunk of openText(src) as AsyncIterable<Buffer>) void chunk;
+    return null;
+  } catch (err) {
+    return (err as Error).message.split('\n')[0]!;
+  }
 }
 
 /**

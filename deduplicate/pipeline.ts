@@ -1,14 +1,16 @@
 // Stage 2 as one DuckDB job: CSV groups -> typed rows -> first row per (URL, TEXT) -> seeded
 // shuffle -> parquet parts. Everything large stays inside DuckDB, which spills to OUT/_tmp past
 // the memory limit; JS holds only the file list and counters.
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { writeFileAtomic } from '../lib/atomic-file.ts';
+import { CliError } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { openDb, sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
-import { discoverCsvFiles, lineNumbersAt, readHeader, type CsvSource } from './csv-sources.ts';
+import { discoverCsvFiles, gzipDamage, lineNumbersAt, readHeader, type CsvSource } from './csv-sources.ts';
+import { abandonOutput, claimOutputFolder, publishOutput, startStaging, type OutputClaim } from './output-folder.ts';
 import { CAST_COLUMNS, CAST_MACROS_SQL, OUTPUT_COLUMNS, castExpression } from './schema.ts';
+import { MAX_PARTS } from './settings.ts';
 
 export interface DedupOptions {
   input: string;
@@ -38,10 +40,13 @@ export interface DedupSummary {
   seconds: number;
   /** Not in the contract's list: rows of skipped files, so that every row read is accounted for. */
   rows_in_skipped_files: number;
+  /** Not in the contract's list: files skipped whole (damaged gzip, binary, unreadable), whose rows nobody counted. */
+  files_not_read: { file: string; reason: string }[];
 }
 
 export const ROW_GROUP_SIZE = 122_880;
 export const partName = (i: number): string => `part-${String(i).padStart(5, '0')}.parquet`;
+const REJECTS_FILE = '_rejects/rejects.parquet';
 const REJECTS_TABLE = 'cah_reject_errors';
 const REJECTS_SCAN = 'cah_reject_scans';
 
@@ -82,6 +87,32 @@ function selectTyped(columns: readonly string[], opts: DedupOptions): { inner: s
 
 export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
   const started = Date.now();
+  const out = resolve(opts.outputFolder);
+  // Option checks for callers that skip the CLI's (an empty delimiter would never end a header split).
+  if (opts.delimiter.length !== 1) throw new CliError(`--delimiter ${JSON.stringify(opts.delimiter)}: must be exactly one character`);
+  if (!(opts.parts >= 1 && opts.parts <= MAX_PARTS)) throw new CliError(`--parts ${opts.parts}: must be between 1 and ${MAX_PARTS}`);
+
+  // 1. Discover files, and check the output folder, before anything in it is touched.
+  const sources = await discoverCsvFiles(opts.input);
+  if (sources.length === 0) throw new Error(`no *.csv or *.csv.gz files found under ${opts.input}; check --input (nothing was written)`);
+  const outputFiles = [...Array.from({ length: opts.parts }, (_, p) => partName(p)), REJECTS_FILE];
+  const claim = await claimOutputFolder(out, '_summary.json', outputFiles, legacyOutputFiles);
+  try {
+    return await deduplicateInto(claim, sources, outputFiles, opts, started);
+  } catch (err) {
+    // A failed run leaves the folder as it found it (an earlier complete output included).
+    await abandonOutput(claim);
+    throw err;
+  }
+}
+
+/** What a run.ts from before the `files` list in _summary.json wrote. */
+const legacyOutputFiles = (names: readonly string[]): string[] => [
+  ...names.filter((n) => /^part-\d+\.parquet$/.test(n)),
+  ...(names.includes('_rejects') ? [REJECTS_FILE] : []),
+];
+
+async function deduplicateInto(claim: OutputClaim, sources: CsvSource[], outputFiles: string[], opts: DedupOptions, started: number): Promise<DedupSummary> {
   // Wall and CPU seconds per phase, logged at the end: CPU above wall shows the threads at work.
   const timings: string[] = [];
   let mark = started;
@@ -92,17 +123,12 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     mark = Date.now();
     cpu = process.cpuUsage();
   };
-  const out = resolve(opts.outputFolder);
-  const tmp = join(out, '_tmp');
+  const tmp = claim.tmp;
   const staging = join(tmp, 'staging');
   // A rerun after a kill starts clean: nothing of an earlier attempt is reused.
-  await rm(join(out, '_SUCCESS'), { force: true });
-  await rm(tmp, { recursive: true, force: true });
+  await startStaging(claim);
   await mkdir(join(staging, '_rejects'), { recursive: true });
 
-  // 1. Discover files and read their headers.
-  const sources = await discoverCsvFiles(opts.input);
-  if (sources.length === 0) throw new Error(`no *.csv or *.csv.gz files found under ${opts.input}; check --input`);
   const discover = new Progress({ label: 'headers', total: sources.length, unit: 'files' });
   const headers = new Array<Awaited<ReturnType<typeof readHeader>>>(sources.length);
   let nextHeader = 0;
@@ -110,7 +136,10 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     Array.from({ length: Math.min(16, sources.length) }, async () => {
       while (nextHeader < sources.length) {
         const i = nextHeader++;
-        headers[i] = await readHeader(sources[i]!, opts.delimiter);
+        const h = await readHeader(sources[i]!, opts.delimiter);
+        // DuckDB stops quietly at a truncated gzip: check the whole stream before it reads one.
+        const damage = 'columns' in h && sources[i]!.gzip ? await gzipDamage(sources[i]!) : null;
+        headers[i] = damage ? { skip: 'damaged gzip', detail: damage, advice: 're-download it (gzip -t checks a file)' } : h;
         discover.item('columns' in headers[i]!);
       }
     }),
@@ -119,11 +148,20 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
 
   const filesSkipped: Record<string, number> = {};
   const skip = (reason: string): void => void (filesSkipped[reason] = (filesSkipped[reason] ?? 0) + 1);
+  // Files whose rows are not read at all (damaged, binary, unreadable), by name: reported one per
+  // line as found and listed in _summary.json, so no loss passes for a complete read.
+  const notRead: { file: string; reason: string }[] = [];
+  const skipWhole = (src: CsvSource, reason: string, detail: string, advice: string): void => {
+    skip(reason);
+    const file = displayPath(src.path, opts.input);
+    notRead.push({ file, reason: detail === reason ? reason : `${reason}: ${detail}` });
+    log.warn(`${src.path}: skipped whole, ${reason}${detail === reason ? '' : ` (${detail})`}; its rows are not read or counted; ${advice}`);
+  };
   const readGroups = new Map<string, Group>();
   const skippedGroups = new Map<string, Group>();
   sources.forEach((src, rank) => {
     const h = headers[rank]!;
-    if ('skip' in h) return skip(h.skip);
+    if ('skip' in h) return skipWhole(src, h.skip, h.detail, h.advice);
     const key = JSON.stringify(h.columns);
     const target = h.columns.includes(opts.requireColumn) ? readGroups : skippedGroups;
     if (!h.columns.includes(opts.requireColumn)) skip(`missing column ${opts.requireColumn}`);
@@ -132,6 +170,10 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     target.set(key, g);
   });
   phase('headers');
+  if (readGroups.size === 0) {
+    const why = Object.entries(filesSkipped).map(([r, n]) => `${n} ${r}`).join(', ');
+    throw new Error(`none of the ${sources.length} input files can be read (${why}); nothing was written; check --input, --delimiter and --require-column`);
+  }
   log.info(`${sources.length} files: ${readGroups.size} column sets to read, ${skippedGroups.size} skipped for lacking ${opts.requireColumn}`);
 
   // In memory, spilling to OUT/_tmp/spill past --memory-limit: measured twice as fast as a
@@ -194,8 +236,8 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
           for (const f of files) await loadFiles(w, g, [f], counting);
           return;
         }
-        log.warn(`${files[0]!.src.path}: skipped, DuckDB cannot read it (${errorMessage(err)}); check or re-download the file`);
-        if (!counting) skip('unreadable');
+        if (!counting) skipWhole(files[0]!.src, 'unreadable', `DuckDB: ${errorMessage(err)}`, 'check or re-download the file');
+        else log.warn(`${files[0]!.src.path}: DuckDB cannot read it (${errorMessage(err)}); its rows are not in rows_in_skipped_files`);
         return;
       }
       // One reject row per error, several per bad line: keep one per (file, line).
@@ -279,6 +321,16 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     const [counts] = await db.all<Record<string, bigint>>(`SELECT count(*) AS kept,
       (SELECT count(*) FROM shuffled) AS uniq, (SELECT count(*) FROM rejects_found) AS rejected,
       ${CAST_COLUMNS.map((c, bit) => `count(*) FILTER (WHERE cast_mask & ${1 << bit} <> 0) AS ${sqlIdent(`null_${c.name}`)}`).join(', ')} FROM ${rawRows}`);
+    // Nothing to publish, or more parts than rows: say so and leave the folder as it was.
+    const filesRead = sources.length - Object.values(filesSkipped).reduce((a, b) => a + b, 0);
+    if (filesRead === 0) {
+      const why = Object.entries(filesSkipped).map(([r, n]) => `${n} ${r}`).join(', ');
+      throw new Error(`none of the ${sources.length} input files can be read (${why}); nothing was written; check --input, --delimiter and --require-column`);
+    }
+    if (num(counts!.uniq) === 0) throw new Error(`the ${filesRead} files read hold no valid data rows (see the warnings above); nothing was written`);
+    if (opts.parts > num(counts!.uniq)) {
+      throw new CliError(`--parts ${opts.parts} is more than the ${num(counts!.uniq)} unique rows; pass --parts ${num(counts!.uniq)} or fewer (nothing was written)`);
+    }
     // The parts only need `shuffled`; freeing raw now leaves the memory limit to the writes.
     for (const t of rawTables) await db.run(`DROP TABLE ${t}`);
     dedup.item(true);
@@ -301,7 +353,7 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
     const rowsUnique = num(counts!.uniq);
     const rowsRejected = num(counts!.rejected);
     const summary: DedupSummary = {
-      files_read: sources.length - Object.values(filesSkipped).reduce((a, b) => a + b, 0),
+      files_read: filesRead,
       files_skipped: filesSkipped,
       rows_read: kept + rowsRejected + rowsInSkippedFiles,
       rows_rejected: rowsRejected,
@@ -311,18 +363,14 @@ export async function deduplicate(opts: DedupOptions): Promise<DedupSummary> {
       parts: opts.parts,
       seconds: 0,
       rows_in_skipped_files: rowsInSkippedFiles,
+      files_not_read: notRead,
     };
     db.close();
 
-    // 6. Publish: stale parts out, new ones renamed in, then the summary and _SUCCESS last.
-    for (const name of await readdir(out)) if (/^part-\d+\.parquet$/.test(name)) await rm(join(out, name), { force: true });
-    await mkdir(join(out, '_rejects'), { recursive: true });
-    await rename(join(staging, '_rejects', 'rejects.parquet'), join(out, '_rejects', 'rejects.parquet'));
-    for (let p = 0; p < opts.parts; p++) await rename(join(staging, partName(p)), join(out, partName(p)));
+    // 6. Publish (output-folder.ts): _SUCCESS out, the files of the earlier run this one does not
+    //    replace deleted, new ones renamed in, then the summary and _SUCCESS last.
     summary.seconds = Math.round((Date.now() - started) / 10) / 100;
-    await writeFileAtomic(join(out, '_summary.json'), JSON.stringify(summary, null, 2) + '\n');
-    await rm(tmp, { recursive: true, force: true });
-    await writeFileAtomic(join(out, '_SUCCESS'), '');
+    await publishOutput(claim, outputFiles, (f) => join(staging, f), () => summary);
     phase('publish');
     log.info(`time per phase: ${timings.join(', ')}`);
     return summary;

@@ -48,7 +48,8 @@ test('csv helpers: pandas header split, gz header, physical line numbers of byte
     assert.equal(lines.get(BigInt(text.indexOf('2|x'))), 4);
     assert.equal(lines.get(0n), 1);
     writeFileSync(join(dir, 'empty.csv'), '');
-    assert.deepEqual(await readHeader({ path: join(dir, 'empty.csv'), bytes: 0, gzip: false }, '|'), { skip: 'empty file' });
+    const empty = await readHeader({ path: join(dir, 'empty.csv'), bytes: 0, gzip: false }, '|');
+    assert.equal('skip' in empty && empty.skip, 'empty file');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
