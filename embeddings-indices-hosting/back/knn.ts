@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { HttpError, type HttpClient } from '../../lib/http/client.ts';
-import type { NativeIndex } from '../../lib/faiss/index.ts';
+import { createIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import { ImageDecodeError } from './encoder.ts';
 import type { ServedIndex } from './indices.ts';
 import type { MetadataRow, MetadataStore } from './metadata-store.ts';
@@ -202,28 +202,48 @@ function resultVectors(index: NativeIndex, ids: readonly number[]): Float32Array
   return out;
 }
 
+/** Neighbours looked at per result when linking near duplicates (all of them up to this many results). */
+export const DEDUP_NEIGHBOURS = 256;
+
 /**
- * Keeps, of every group of results linked by similarity > threshold (connected components of that
- * graph, seeded in rank order), only the best-ranked one. Returns the kept positions.
+ * Keeps, of every group of results linked by inner product > threshold (connected components of
+ * that graph, seeded in rank order), only the best-ranked one. Returns the kept positions. The
+ * similarity graph comes from an exact faiss search of the results against themselves, off the JS
+ * thread (BLAS); beyond DEDUP_NEIGHBOURS results each links to its DEDUP_NEIGHBOURS nearest only,
+ * which splits a group only if some member has more than that many near duplicates, none of them
+ * linked to the rest.
  */
-export function dedupPositions(vectors: Float32Array, n: number, d: number, threshold = DEDUP_THRESHOLD): number[] {
-  const component = new Int32Array(n).fill(-1);
+export async function dedupPositions(vectors: Float32Array, n: number, d: number, threshold = DEDUP_THRESHOLD): Promise<number[]> {
+  const k = Math.min(n, DEDUP_NEIGHBOURS);
+  const flat = createIndex(d, 'Flat', 'ip');
+  let found;
+  try {
+    await flat.add(vectors, n, 1);
+    found = await flat.search(vectors, n, k, 1);
+  } finally {
+    flat.dispose();
+  }
+  const links: number[][] = Array.from({ length: n }, () => []);
+  for (let a = 0; a < n; a++) {
+    for (let j = 0; j < k; j++) {
+      const b = found.labels[a * k + j]!;
+      if (b < 0 || b === a || !(found.distances[a * k + j]! > threshold)) continue;
+      links[a]!.push(b);
+      links[b]!.push(a);
+    }
+  }
+  const seen = new Uint8Array(n);
   const kept: number[] = [];
   for (let seed = 0; seed < n; seed++) {
-    if (component[seed] !== -1) continue;
-    component[seed] = seed;
+    if (seen[seed]) continue;
+    seen[seed] = 1;
     kept.push(seed);
     const stack = [seed];
     while (stack.length) {
-      const a = stack.pop()!;
-      for (let b = 0; b < n; b++) {
-        if (component[b] !== -1) continue;
-        let dot = 0;
-        for (let j = 0; j < d; j++) dot += vectors[a * d + j]! * vectors[b * d + j]!;
-        if (dot > threshold) {
-          component[b] = seed;
-          stack.push(b);
-        }
+      for (const b of links[stack.pop()!]!) {
+        if (seen[b]) continue;
+        seen[b] = 1;
+        stack.push(b);
       }
     }
   }
