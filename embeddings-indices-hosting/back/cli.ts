@@ -29,6 +29,7 @@ export const backCli = defineCli({
     'max-body-bytes': { type: 'string', default: '16MB', help: 'Largest request body' },
     'max-result-ids': { type: 'int', default: 10000, help: 'Largest num_images / num_result_ids / metadata ids per request' },
     'nb-cores': { type: 'int', default: null, help: 'Threads for each model run (default: all cores)' },
+    'metadata-row-file': { type: 'bool', default: true, help: 'Read metadata through <index>/metadata-rows/ (written once from the parquet files); False: DuckDB over the parquet files at each query' },
     'enable-hdf5': { type: 'bool', default: false, help: UNUSED },
     'reorder-metadata-by-ivf-index': { type: 'bool', default: false, help: UNUSED },
     'enable-mclip-option': { type: 'bool', default: false, help: UNUSED },
@@ -80,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
       columns_to_return: flags.columnsToReturn,
     });
     for (const n of notes) log.info(n);
-    indices = await openIndices(settings, { threads, log: (m) => log.info(m) });
+    indices = await openIndices(settings, { threads, rowFile: flags.metadataRowFile, log: (m) => log.info(m) });
   } catch (err) {
     log.error(errorMessage(err));
     return 1;

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import { QueryEncoder } from './encoder.ts';
-import { MetadataStore } from './metadata-store.ts';
+import { openMetadata, type MetadataSource } from './metadata-store.ts';
 
 export const DEFAULT_COLUMNS = ['url', 'image_path', 'caption', 'NSFW'];
 
@@ -75,7 +75,7 @@ export interface ServedIndex {
   settings: IndexSettings;
   image: NativeIndex | null;
   text: NativeIndex | null;
-  metadata: MetadataStore;
+  metadata: MetadataSource;
   encoder: QueryEncoder | null;
   /** columns_to_return that the metadata has. */
   columns: string[];
@@ -83,7 +83,7 @@ export interface ServedIndex {
 }
 
 /** Opens every index; the first name is the default index. */
-export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
+export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
   const encoders = new Map<string, Promise<QueryEncoder>>();
   const out = new Map<string, ServedIndex>();
   try {
@@ -105,7 +105,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
       const image = await open('image.index');
       const text = await open('text.index');
       if (!image && !text) throw new IndicesConfigError(`index ${name}: ${s.indice_folder} has neither image.index nor text.index`);
-      const metadata = await MetadataStore.open(join(s.indice_folder, 'metadata'));
+      const metadata = await openMetadata(s.indice_folder, { rowFile: opts.rowFile, log: opts.log });
       let encoder: QueryEncoder | null = null;
       if (s.clip_model) {
         let p = encoders.get(s.clip_model);
@@ -119,7 +119,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
       out.set(name, served);
       opts.log(
         `index ${name}: ${s.indice_folder}: image ${image ? `${image.ntotal} vectors` : 'none'}, text ${text ? `${text.ntotal} vectors` : 'none'}, ${dim} dims, ` +
-          `metadata ${metadata.rowCount} rows (${served.columns.join(', ') || 'no columns'} returned), model ${s.clip_model ?? 'none (embedding_input only)'}, ` +
+          `metadata ${metadata.rowCount} rows (${served.columns.join(', ') || 'no columns'} returned, ${metadata.constructor.name === 'RowFileStore' ? 'row file' : 'DuckDB over parquet'}), model ${s.clip_model ?? 'none (embedding_input only)'}, ` +
           `${s.enable_faiss_memory_mapping ? 'memory-mapped' : 'in memory'}, opened in ${((performance.now() - t) / 1000).toFixed(2)} s`,
       );
       if ((image && metadata.rowCount !== image.ntotal) || (!image && text && metadata.rowCount !== text.ntotal)) {
@@ -135,7 +135,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
 
 export function closeIndices(indices: Map<string, ServedIndex>): void {
   for (const s of indices.values()) {
-    s.metadata.close();
+    void s.metadata.close();
     s.image?.dispose();
     s.text?.dispose();
   }

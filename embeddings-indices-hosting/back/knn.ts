@@ -11,7 +11,7 @@ import { HttpError, type HttpClient } from '../../lib/http/client.ts';
 import { createIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import { ImageDecodeError } from './encoder.ts';
 import type { ServedIndex } from './indices.ts';
-import type { MetadataRow, MetadataStore } from './metadata-store.ts';
+import type { MetadataRow, MetadataSource } from './metadata-store.ts';
 import type { Metrics } from './metrics.ts';
 
 /** A request the client got wrong: HTTP 400 with {"error": message}. */
@@ -251,7 +251,7 @@ export async function dedupPositions(vectors: Float32Array, n: number, d: number
 }
 
 /** Metadata of the ids, with clip-retrieval's `image` (base64 JPEG of a local image_path) added. */
-export async function metadataFor(store: MetadataStore, ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow & { image?: string }>> {
+export async function metadataFor(store: MetadataSource, ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow & { image?: string }>> {
   const rows = await store.get(ids, columns);
   await Promise.all(
     [...rows.values()].map(async (row) => {
@@ -275,7 +275,8 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
   const index = (q.modality === 'image' ? q.index.image : q.index.text)!;
   const k = Math.min(q.numResultIds, index.ntotal);
   if (k === 0) return [];
-  const found = await metrics.time('knn_index_time', () => index.search(vector, 1, k));
+  // One thread per query: concurrent queries are the parallelism (OpenMP threads would oversubscribe).
+  const found = await metrics.time('knn_index_time', () => index.search(vector, 1, k, 1));
   let ids: number[] = [];
   let sims: number[] = [];
   for (let i = 0; i < k; i++) {

@@ -1,11 +1,20 @@
-// Metadata by index id, read from the parquet files on disk at query time (never loaded whole):
-// id i is row i of the files under <index-folder>/metadata taken in sorted path order, as
-// clip-retrieval's providers number them. At open, only each file's row count is read (from the
-// parquet footer); a lookup maps ids to (file, row) and asks DuckDB for exactly those rows, which
-// reads only the row groups that hold them. Memory therefore does not grow with the row count
-// (clip-retrieval's default provider loads every row into pandas: issue #256).
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+// Metadata by index id, read from disk at query time (never loaded whole): id i is row i of the
+// parquet files under <index-folder>/metadata taken in sorted path order, as clip-retrieval's
+// providers number them. Memory does not grow with the row count (clip-retrieval's default
+// provider loads every row into pandas: its issue #256).
+// Two ways to read a row:
+//  - a row file (default): one streaming pass at first start writes <index-folder>/metadata-rows/
+//    (rows.bin: each row as a JSON object; offsets.bin: n+1 little-endian uint64 byte offsets;
+//    meta.json: the parquet files' names, sizes and mtimes it was made from). A lookup is two
+//    positioned reads per id: microseconds, whatever the row count. Rebuilt when the parquet
+//    files change; written under a temporary name, then renamed.
+//  - DuckDB straight over the parquet files (when the row file cannot be written, e.g. a read-only
+//    folder): ids are mapped to (file, row) from the footers' row counts and only those rows are
+//    asked for, but DuckDB decodes the whole row group that holds each (~10-25 ms per query).
+import { existsSync, readdirSync, readFileSync as readFileSyncImpl, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { tempPathFor } from '../../lib/atomic-file.ts';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { openDb, sqlIdent, sqlString, type Db } from '../../lib/parquet.ts';
 
@@ -42,7 +51,15 @@ function plainValue(v: unknown): MetadataValue {
   return String(v);
 }
 
-export class MetadataStore {
+/** What the back end needs of a metadata source. */
+export interface MetadataSource {
+  readonly columns: string[];
+  readonly rowCount: number;
+  get(ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow>>;
+  close(): void | Promise<void>;
+}
+
+export class MetadataStore implements MetadataSource {
   /** Columns present in every file, in the first file's order. */
   readonly columns: string[];
   readonly rowCount: number;
@@ -151,5 +168,194 @@ export class MetadataStore {
     for (const c of this.free) c.closeSync();
     this.free.length = 0;
     this.db.close();
+  }
+
+  /** The parquet files, in id order, with their row counts. */
+  get parts(): ReadonlyArray<{ path: string; rows: number }> {
+    return this.files;
+  }
+
+  /** Streams every row of every file, in id order. */
+  async *rows(): AsyncGenerator<Record<string, unknown>[]> {
+    const conn = await this.acquire();
+    try {
+      for (const f of this.files) {
+        const result = await conn.stream(`SELECT ${this.columns.map(sqlIdent).join(', ')} FROM read_parquet(${sqlString(f.path)})`);
+        for await (const rows of result.yieldRowObjectJs()) yield rows as Record<string, unknown>[];
+      }
+    } finally {
+      this.release(conn);
+    }
+  }
+}
+
+const ROW_FILE_VERSION = 1;
+
+interface RowFileMeta {
+  version: number;
+  rows: number;
+  columns: string[];
+  sources: Array<{ file: string; size: number; mtimeMs: number; rows: number }>;
+}
+
+function sourcesOf(parts: ReadonlyArray<{ path: string; rows: number }>, folder: string): RowFileMeta['sources'] {
+  return parts.map((p) => {
+    const st = statSync(p.path);
+    return { file: p.path.slice(folder.length + 1), size: st.size, mtimeMs: Math.floor(st.mtimeMs), rows: p.rows };
+  });
+}
+
+/** Rows by id from rows.bin + offsets.bin (see the top of this file). */
+export class RowFileStore implements MetadataSource {
+  private constructor(
+    readonly columns: string[],
+    readonly rowCount: number,
+    private readonly offsets: FileHandle,
+    private readonly data: FileHandle,
+  ) {}
+
+  static async open(dir: string): Promise<RowFileStore> {
+    const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as RowFileMeta;
+    return new RowFileStore(meta.columns, meta.rows, await open(join(dir, 'offsets.bin'), 'r'), await open(join(dir, 'rows.bin'), 'r'));
+  }
+
+  /** The row file's folder is current for `parquet` (same files, sizes, mtimes, columns). */
+  static isCurrent(dir: string, parquet: MetadataStore): boolean {
+    try {
+      const meta = JSON.parse(readFileSyncUtf8(join(dir, 'meta.json'))) as RowFileMeta;
+      return (
+        meta.version === ROW_FILE_VERSION &&
+        meta.rows === parquet.rowCount &&
+        JSON.stringify(meta.columns) === JSON.stringify(parquet.columns) &&
+        JSON.stringify(meta.sources) === JSON.stringify(sourcesOf(parquet.parts, parquet.folder))
+      );
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes the row file folder `dir` from the parquet store, under a temporary name first. */
+  static async build(dir: string, parquet: MetadataStore, progress: (rows: number) => void = () => {}): Promise<void> {
+    const tmp = tempPathFor(dir);
+    await mkdir(tmp, { recursive: true });
+    try {
+      const data = await open(join(tmp, 'rows.bin'), 'w');
+      const offsets = await open(join(tmp, 'offsets.bin'), 'w');
+      try {
+        let position = 0;
+        let rows = 0;
+        const offsetBuf: bigint[] = [0n];
+        const chunks: Buffer[] = [];
+        let pending = 0;
+        const flush = async (): Promise<void> => {
+          if (chunks.length) await data.write(Buffer.concat(chunks));
+          chunks.length = 0;
+          pending = 0;
+          if (offsetBuf.length) await offsets.write(Buffer.from(BigUint64Array.from(offsetBuf).buffer));
+          offsetBuf.length = 0;
+        };
+        for await (const batch of parquet.rows()) {
+          for (const r of batch) {
+            const row: MetadataRow = {};
+            for (const c of parquet.columns) row[c] = plainValue(r[c]);
+            const bytes = Buffer.from(JSON.stringify(row), 'utf8');
+            chunks.push(bytes);
+            pending += bytes.length;
+            position += bytes.length;
+            offsetBuf.push(BigInt(position));
+            rows++;
+          }
+          if (pending > 4 << 20) {
+            await flush();
+            progress(rows);
+          }
+        }
+        await flush();
+        await data.sync();
+        await offsets.sync();
+        if (rows !== parquet.rowCount) throw new Error(`read ${rows} rows, the footers say ${parquet.rowCount}`);
+      } finally {
+        await data.close();
+        await offsets.close();
+      }
+      const meta: RowFileMeta = { version: ROW_FILE_VERSION, rows: parquet.rowCount, columns: parquet.columns, sources: sourcesOf(parquet.parts, parquet.folder) };
+      await writeFileUtf8(join(tmp, 'meta.json'), JSON.stringify(meta, null, 1));
+      const old = join(dirname(dir), `.tmp-old-${basename(dir)}-${process.pid}`);
+      if (existsSync(dir)) await rename(dir, old);
+      await rename(tmp, dir);
+      await rm(old, { recursive: true, force: true });
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async get(ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow>> {
+    const out = new Map<number, MetadataRow>();
+    const cols = columns.filter((c) => this.columns.includes(c));
+    await Promise.all(
+      [...new Set(ids)].map(async (id) => {
+        if (!Number.isInteger(id) || id < 0 || id >= this.rowCount) return;
+        const o = Buffer.alloc(16);
+        await this.offsets.read(o, 0, 16, id * 8);
+        const start = Number(o.readBigUInt64LE(0));
+        const end = Number(o.readBigUInt64LE(8));
+        const buf = Buffer.alloc(end - start);
+        await this.data.read(buf, 0, buf.length, start);
+        const all = JSON.parse(buf.toString('utf8')) as MetadataRow;
+        const row: MetadataRow = {};
+        for (const c of cols) row[c] = all[c] ?? null;
+        out.set(id, row);
+      }),
+    );
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.offsets.close();
+    await this.data.close();
+  }
+}
+
+function readFileSyncUtf8(path: string): string {
+  return readFileSyncImpl(path, 'utf8');
+}
+
+async function writeFileUtf8(path: string, text: string): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The metadata of an index folder: the row file (built or rebuilt when needed) or, when it cannot
+ * be written, DuckDB over the parquet files.
+ */
+export async function openMetadata(indexFolder: string, opts: { rowFile: boolean; log: (m: string) => void }): Promise<MetadataSource> {
+  const parquet = await MetadataStore.open(join(indexFolder, 'metadata'));
+  if (!opts.rowFile || parquet.rowCount === 0) return parquet;
+  const dir = join(indexFolder, 'metadata-rows');
+  try {
+    if (!RowFileStore.isCurrent(dir, parquet)) {
+      const t = performance.now();
+      opts.log(`${indexFolder}: writing the metadata row file (${parquet.rowCount} rows, once; reused while the parquet files stay the same)`);
+      let last = performance.now();
+      await RowFileStore.build(dir, parquet, (n) => {
+        if (performance.now() - last < 5000) return;
+        last = performance.now();
+        opts.log(`${indexFolder}: metadata row file: ${n} / ${parquet.rowCount} rows`);
+      });
+      opts.log(`${indexFolder}: metadata row file written in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    }
+    const store = await RowFileStore.open(dir);
+    parquet.close();
+    return store;
+  } catch (err) {
+    opts.log(`${indexFolder}: no metadata row file (${(err as Error).message}); reading the parquet files through DuckDB instead`);
+    return parquet;
   }
 }
