@@ -201,6 +201,19 @@ test('bad requests get HTTP 400 {"error"} and the server answers the next good o
   assert.equal(big.status, 400);
   assert.match(((await big.json()) as { error: string }).error, /limit/);
   assert.equal((await post(back.url, '/knn-service', good)).status, 200);
+  // The same without a Content-Length (chunked): cut off by the running count.
+  const chunk = new TextEncoder().encode('A'.repeat(1 << 20));
+  let sent = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent++ < 17) c.enqueue(chunk);
+      else c.close();
+    },
+  });
+  const chunked = await fetch(back.url + '/knn-service', { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+  assert.equal(chunked.status, 400);
+  assert.match(((await chunked.json()) as { error: string }).error, /over \d+ bytes/);
+  assert.equal((await post(back.url, '/knn-service', good)).status, 200);
   // Wrong method.
   assert.equal((await fetch(back.url + '/knn-service')).status, 405);
   assert.match(back.stderr(), /listening on/);

@@ -214,6 +214,7 @@ export const DEDUP_NEIGHBOURS = 256;
  * linked to the rest.
  */
 export async function dedupPositions(vectors: Float32Array, n: number, d: number, threshold = DEDUP_THRESHOLD): Promise<number[]> {
+  if (n * n * d <= SMALL_DEDUP_WORK) return linkComponents(n, smallSimilarityLinks(vectors, n, d, threshold));
   const k = Math.min(n, DEDUP_NEIGHBOURS);
   const flat = createIndex(d, 'Flat', 'ip');
   let found;
@@ -232,6 +233,29 @@ export async function dedupPositions(vectors: Float32Array, n: number, d: number
       links[b]!.push(a);
     }
   }
+  return linkComponents(n, links);
+}
+
+/** Up to this many multiply-adds (40 results x 512 dims: 0.8 M) the pairs are scored right here. */
+const SMALL_DEDUP_WORK = 4_000_000;
+
+function smallSimilarityLinks(v: Float32Array, n: number, d: number, threshold: number): number[][] {
+  const links: number[][] = Array.from({ length: n }, () => []);
+  for (let a = 0; a < n; a++) {
+    for (let b = a + 1; b < n; b++) {
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += v[a * d + j]! * v[b * d + j]!;
+      if (dot > threshold) {
+        links[a]!.push(b);
+        links[b]!.push(a);
+      }
+    }
+  }
+  return links;
+}
+
+/** Connected components seeded in rank order; the seed (best-ranked member) of each is kept. */
+function linkComponents(n: number, links: number[][]): number[] {
   const seen = new Uint8Array(n);
   const kept: number[] = [];
   for (let seed = 0; seed < n; seed++) {

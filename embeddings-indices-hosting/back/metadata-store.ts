@@ -11,7 +11,7 @@
 //  - DuckDB straight over the parquet files (when the row file cannot be written, e.g. a read-only
 //    folder): ids are mapped to (file, row) from the footers' row counts and only those rows are
 //    asked for, but DuckDB decodes the whole row group that holds each (~10-25 ms per query).
-import { existsSync, readdirSync, readFileSync as readFileSyncImpl, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync as readFileSyncImpl, readSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { tempPathFor } from '../../lib/atomic-file.ts';
@@ -290,24 +290,27 @@ export class RowFileStore implements MetadataSource {
     }
   }
 
+  /**
+   * Positioned reads done synchronously: two small reads per id from the page cache cost a few
+   * microseconds each, far less than a round trip through libuv's pool, where they would queue
+   * behind faiss searches and model runs.
+   */
   async get(ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow>> {
     const out = new Map<number, MetadataRow>();
     const cols = columns.filter((c) => this.columns.includes(c));
-    await Promise.all(
-      [...new Set(ids)].map(async (id) => {
-        if (!Number.isInteger(id) || id < 0 || id >= this.rowCount) return;
-        const o = Buffer.alloc(16);
-        await this.offsets.read(o, 0, 16, id * 8);
-        const start = Number(o.readBigUInt64LE(0));
-        const end = Number(o.readBigUInt64LE(8));
-        const buf = Buffer.alloc(end - start);
-        await this.data.read(buf, 0, buf.length, start);
-        const all = JSON.parse(buf.toString('utf8')) as MetadataRow;
-        const row: MetadataRow = {};
-        for (const c of cols) row[c] = all[c] ?? null;
-        out.set(id, row);
-      }),
-    );
+    const o = Buffer.alloc(16);
+    for (const id of new Set(ids)) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.rowCount) continue;
+      readSync(this.offsets.fd, o, 0, 16, id * 8);
+      const start = Number(o.readBigUInt64LE(0));
+      const end = Number(o.readBigUInt64LE(8));
+      const buf = Buffer.allocUnsafe(end - start);
+      readSync(this.data.fd, buf, 0, buf.length, start);
+      const all = JSON.parse(buf.toString('utf8')) as MetadataRow;
+      const row: MetadataRow = {};
+      for (const c of cols) row[c] = all[c] ?? null;
+      out.set(id, row);
+    }
     return out;
   }
 

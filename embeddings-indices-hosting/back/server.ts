@@ -44,6 +44,10 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > max) {
+      // Discard the body as it arrives (the server's requestTimeout bounds how long): answering
+      // and closing while the client is still sending would reset the connection before the
+      // client reads the 400.
+      req.resume();
       reject(new BodyTooLarge(`request body is ${declared} bytes; the limit is ${max} (--max-body-bytes)`));
       return;
     }
@@ -150,8 +154,7 @@ export function createBack(opts: BackOptions): Back {
           sendJson(res, 405, { error: `${path} takes ${err.allowed}` }, { Allow: err.allowed });
         } else if (err instanceof BadRequest) {
           status = 400;
-          // An oversized body is not read to the end: close the connection after answering.
-          sendJson(res, 400, { error: err.message }, err instanceof BodyTooLarge ? { Connection: 'close' } : {});
+          sendJson(res, 400, { error: err.message });
         } else {
           opts.log(`error on ${req.method} ${path}: ${errorMessage(err)}`);
           sendJson(res, 500, { error: `internal error: ${errorMessage(err)}` });
