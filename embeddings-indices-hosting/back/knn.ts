@@ -188,12 +188,22 @@ async function queryVector(q: KnnQuery, ctx: KnnContext): Promise<Float32Array> 
   return q.embedding!;
 }
 
-/** Result vectors, L2-normalised (zero rows stay zero). */
-function resultVectors(index: NativeIndex, ids: readonly number[]): Float32Array {
+/**
+ * An addon that also offers faiss' search_and_reconstruct (vectors from the codes the search has
+ * already read: no per-id lookup). Ours does not yet; when it does, deduplicating queries use it.
+ */
+type SearchAndReconstruct = (x: Float32Array, nq: number, k: number, threads?: number) => Promise<{ distances: Float32Array; labels: Float64Array; vectors: Float32Array }>;
+
+/**
+ * Result vectors, L2-normalised (zero rows stay zero). `reconstruct` runs on the JS thread; on an
+ * IVF index without a direct map faiss finds each id by scanning the inverted lists' ids, which
+ * grows with the index size (see the README).
+ */
+function resultVectors(index: NativeIndex, ids: readonly number[], given?: Float32Array): Float32Array {
   const d = index.d;
   const out = new Float32Array(ids.length * d);
   ids.forEach((id, r) => {
-    const v = index.reconstruct(id);
+    const v = given ? given.subarray(r * d, (r + 1) * d) : index.reconstruct(id);
     let s = 0;
     for (let j = 0; j < d; j++) s += v[j]! * v[j]!;
     const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
@@ -300,7 +310,8 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
   const k = Math.min(q.numResultIds, index.ntotal);
   if (k === 0) return [];
   // One thread per query: concurrent queries are the parallelism (OpenMP threads would oversubscribe).
-  const found = await metrics.time('knn_index_time', () => index.search(vector, 1, k, 1));
+  const sr = (index as NativeIndex & { searchAndReconstruct?: SearchAndReconstruct }).searchAndReconstruct;
+  const found = await metrics.time('knn_index_time', () => (q.deduplicate && sr ? sr.call(index, vector, 1, k, 1) : index.search(vector, 1, k, 1)));
   let ids: number[] = [];
   let sims: number[] = [];
   for (let i = 0; i < k; i++) {
@@ -310,7 +321,8 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
     sims.push(found.distances[i]!);
   }
   if (q.deduplicate && ids.length > 1) {
-    const keep = await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids), ids.length, index.d));
+    const given = 'vectors' in found ? (found.vectors as Float32Array) : undefined;
+    const keep = await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids, given), ids.length, index.d));
     ids = keep.map((p) => ids[p]!);
     sims = keep.map((p) => sims[p]!);
   }
