@@ -47,7 +47,7 @@ type Hit = { id: number; similarity: number; caption?: string; url?: string; NSF
 test('/indices-list, /config.json, / and the static files', { skip }, async () => {
   assert.deepEqual(await (await fetch(back.url + '/indices-list')).json(), ['demo', 'plain']);
   const config = (await (await fetch(back.url + '/config.json')).json()) as Record<string, unknown>;
-  assert.deepEqual(config, { defaultBackend: back.url, defaultIndex: 'demo', urlColumn: 'url' });
+  assert.deepEqual(config, { defaultBackend: back.url, defaultIndex: '', urlColumn: 'url' });
   for (const [path, type] of [['/', 'text/html'], ['/app.js', 'text/javascript'], ['/style.css', 'text/css']] as const) {
     const res = await fetch(back.url + path);
     assert.equal(res.status, 200, path);

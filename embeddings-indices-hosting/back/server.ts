@@ -117,7 +117,8 @@ export function createBack(opts: BackOptions): Back {
       }
       case '/config.json': {
         const host = req.headers.host ?? 'localhost';
-        sendJson(res, 200, { defaultBackend: opts.defaultBackend ?? `http://${host}`, defaultIndex: names[0] ?? '', urlColumn: opts.urlColumn });
+        // defaultIndex '' exactly as clip-retrieval's back writes it (reference 4.6).
+        sendJson(res, 200, { defaultBackend: opts.defaultBackend ?? `http://${host}`, defaultIndex: '', urlColumn: opts.urlColumn });
         return 200;
       }
       case '/metrics':
