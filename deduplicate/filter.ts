@@ -6,6 +6,7 @@ import { basename, join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic-file.ts';
 import { defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { lockOutputOrExit } from '../lib/output-lock.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { parquetSource } from './parquet-input.ts';
@@ -75,6 +76,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const started = Date.now();
   const out = flags.outputFolder;
   const tmp = join(out, '_tmp');
+  // One run per output folder (issue 16, item 6); exit 2 naming the holder.
+  await lockOutputOrExit(out);
   let db: Db | undefined;
   try {
     const source = await parquetSource(flags.input);
