@@ -225,7 +225,15 @@ async function readDelimited(
           if (text[i + 1] === '"') {
             p.field += '"';
             i++;
-          } else p.inQuotes = false;
+          } else {
+            p.inQuotes = false;
+            // A quote that closes on a later line and is followed by text (not a delimiter or
+            // the line's end) is another field's opening quote: the first one never closed.
+            if (p.lines.length > 1 && i + 1 < text.length && text[i + 1] !== delim) {
+              giveUp(p);
+              return;
+            }
+          }
         } else p.field += c;
       } else if (c === delim) {
         p.fields.push(p.field);
