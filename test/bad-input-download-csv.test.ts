@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
 import { renderListing } from '../demo/listing-html.ts';
+import { normalizeUrl, relativePath } from '../download_csv/local-path.ts';
 import { assertExit, assertOneErrorLine, assertUntouched, hashTree, runWithin } from './helpers/guarded-run.ts';
 
 const SCRIPT = 'download_csv/run.ts';
@@ -171,4 +172,35 @@ describe('download_csv against hostile listings', () => {
     }
     await assertUntouched(out, before);
   });
+});
+
+test('URL -> local path is one-to-one: different URLs after RFC 3986 normalisation never share a path', () => {
+  // Random paths from characters that can be written literally or escaped, in both hex cases.
+  const alphabet = ['a', 'A', '.', '-', '~', '_', '%', '+', ',', ';', '=', '!', '$', '&', "'", '(', ')', '*', ':', '@', '/', ' ', '"', '#', '?', '{', '}', '`', 'é', '\u0001', '\\'];
+  let seed = 12345;
+  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  const root = new URL('http://h.example/cah/');
+  const byPath = new Map<string, string>();
+  for (let i = 0; i < 5000; i++) {
+    let href = '';
+    for (let k = 1 + rand(6); k > 0; k--) {
+      const c = alphabet[rand(alphabet.length)]!;
+      const mode = rand(3);
+      if (mode === 0 || c === '%') href += mode === 0 && c === '%' ? '%25' : encodeURIComponent(c);
+      else if (mode === 1) href += [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
+      else href += c === '#' || c === '?' ? encodeURIComponent(c) : c;
+    }
+    let url: URL;
+    try {
+      url = normalizeUrl(new URL(`x${href}.csv`, root));
+    } catch {
+      continue;
+    }
+    if (!url.pathname.startsWith(root.pathname)) continue;
+    const path = relativePath(root, url);
+    const other = byPath.get(path);
+    assert.ok(other === undefined || other === url.href, `${other} and ${url.href} both map to ${path}`);
+    byPath.set(path, url.href);
+  }
+  assert.ok(byPath.size > 1000, `only ${byPath.size} distinct URLs`);
 });
