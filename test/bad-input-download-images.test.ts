@@ -9,6 +9,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
 import { imagesRoute } from '../demo/images.ts';
+import { gzipSync } from 'node:zlib';
+import { readFile } from 'node:fs/promises';
+import { cleanTextList, type RejectedLine } from '../download_images/text-list.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { assertExit, assertOneErrorLine, assertUntouched, hashTree, runWithin } from './helpers/guarded-run.ts';
 
@@ -182,3 +185,36 @@ function assertOneLine(stderr: string, pattern: RegExp): void {
   assert.equal(hits.length, 1, stderr.slice(-2000));
   assert.match(hits[0]!, /^warning: /);
 }
+
+describe('text-list.ts: odd lines of txt / csv / tsv lists', () => {
+  async function clean(format: 'txt' | 'csv' | 'tsv', body: Buffer, gzip = false): Promise<{ text: string; rows: number; rejects: RejectedLine[] }> {
+    const dir = await mkdtemp(join(tmpdir(), 'text-list-'));
+    const src = join(dir, `in.${format}${gzip ? '.gz' : ''}`);
+    await writeFile(src, body);
+    const rejects: RejectedLine[] = [];
+    const r = await cleanTextList(src, format, gzip, join(dir, 'out'), (x) => rejects.push(x));
+    return { text: await readFile(join(dir, 'out'), 'utf8'), rows: r.rows, rejects };
+  }
+
+  test('tsv with CRLF, a BOM, a row with too many fields, a short row and a repeated column name', async () => {
+    const r = await clean('tsv', Buffer.from('\ufeffurl\tcap\tcap\r\nhttp://a/1\tone\tx\r\nhttp://a/2\ttwo\tx\textra\r\nhttp://a/3\r\n\r\n'));
+    assert.equal(r.text, 'url,cap,cap.1\nhttp://a/1,one,x\nhttp://a/3,,\n');
+    assert.equal(r.rows, 2);
+    assert.deepEqual(r.rejects, [{ line: 3, reason: 'has 4 fields, the header has 3' }]);
+  });
+
+  test('a truncated .gz keeps the lines before the damage and reports where it stopped', async () => {
+    const whole = gzipSync(Buffer.from(Array.from({ length: 5000 }, (_, i) => `http://a/${i}.jpg`).join('\n') + '\n'));
+    const r = await clean('txt', whole.subarray(0, Math.floor(whole.length / 2)), true);
+    assert.ok(r.rows > 0 && r.rows < 5000, String(r.rows));
+    assert.equal(r.rejects.length, 1);
+    assert.match(r.rejects[0]!.reason, /cannot be read: .*the rest of the file is lost/);
+    assert.equal(r.rejects[0]!.line, r.rows + 1);
+  });
+
+  test('txt: NUL and control characters are rejected; an over-long last line without a newline too', async () => {
+    const r = await clean('txt', Buffer.concat([Buffer.from('http://a/1\nhttp://a/\u0000x\nhttp://a/2\n'), Buffer.alloc(1_100_000, 0x61)]));
+    assert.equal(r.text, 'http://a/1\nhttp://a/2\n');
+    assert.deepEqual(r.rejects.map((x) => x.line), [2, 4]);
+  });
+});
