@@ -3,7 +3,7 @@
 // on this host (a kill -9, a crash) is stale and taken over; one from another host is never
 // guessed stale, since we cannot see that host's processes.
 import { readFileSync, unlinkSync } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CliError } from './cli.ts';
@@ -80,10 +80,13 @@ const held = new Map<string, OutputLock>();
  * exits short of a SIGKILL; a SIGKILL leaves a stale lock that the next run takes over.
  */
 export async function acquireOutputLock(folder: string, command = process.argv.slice(1).join(' ')): Promise<OutputLock> {
+  const isFile = await stat(folder).then((st) => !st.isDirectory(), () => false);
+  if (isFile) throw new CliError(`--output-folder ${folder} is a file, not a folder; pick another --output-folder`);
   try {
     await mkdir(folder, { recursive: true });
   } catch (err) {
-    throw new CliError(`cannot use ${folder} as the output folder: ${(err as Error).message}`);
+    const e = err as NodeJS.ErrnoException;
+    throw new CliError(`--output-folder ${folder} cannot be used (${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '')})`);
   }
   const path = join(folder, LOCK_NAME);
   const existing = held.get(path);

@@ -99,6 +99,15 @@ describe('lib/output-lock.ts', () => {
     await assert.rejects(acquireOutputLock(dir2), /exists but cannot be read.*delete .*_lock/);
   });
 
+  test('an output folder that is a file, or lies under one, is one line naming the flag', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'not a folder');
+    await assert.rejects(acquireOutputLock(file), (err: unknown) => err instanceof CliError && /^--output-folder .*a-file is a file, not a folder/.test(err.message));
+    await assert.rejects(acquireOutputLock(join(file, 'sub')), (err: unknown) => err instanceof CliError && /^--output-folder .*sub cannot be used \(ENOTDIR/.test(err.message));
+    assert.equal(await readFile(file, 'utf8'), 'not a folder');
+  });
+
   test('release removes only our own lock', async () => {
     const dir = await tempDir();
     const lock = await acquireOutputLock(dir);
