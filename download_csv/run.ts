@@ -6,11 +6,11 @@ import { TEMP_PREFIX, writeFileAtomic } from '../lib/atomic-file.ts';
 import { CliError, defineCli, exitOnCliError, isMainModule, parseByteSize } from '../lib/cli.ts';
 import { HttpClient, HttpError, isRetryable } from '../lib/http/client.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { LOCK_NAME, lockOutputOrExit } from '../lib/output-lock.ts';
 import { runPool } from '../lib/pool.ts';
 import { formatBytes, formatDuration, Progress } from '../lib/progress.ts';
 import { crawlListing } from './crawler.ts';
 import { downloadFile, LocalFileError, type FileDownloadStatus } from './file-downloader.ts';
-import { LOCK_NAME, lockOutputOrExit } from '../lib/output-lock.ts';
 import { makeIncludeFilter } from './listing.ts';
 
 export const cli = defineCli({
