@@ -116,9 +116,10 @@ export async function downloadImages(config: DownloadConfig): Promise<RunResult>
   } finally {
     progress.stop();
     db.close();
+    // A rerun reshards the inputs anyway, so the parts of failed shards are of no use (as
+    // img2dataset); a run that stopped on a bad input leaves no empty _tmp/ behind either.
+    await rm(tmpDir, { recursive: true, force: true });
   }
-  // A rerun reshards the inputs anyway, so the parts of failed shards are of no use (as img2dataset).
-  await rm(tmpDir, { recursive: true, force: true });
   for (const [file, k] of rejectsPerFile) log.warn(`${file}: ${k} line(s) could not be read and were skipped`);
   return { summary, failedShards: failed.map((s) => s.shardId), skippedShards: state.doneShards.size, rejectedLines };
 }

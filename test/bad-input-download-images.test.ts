@@ -186,6 +186,18 @@ function assertOneLine(stderr: string, pattern: RegExp): void {
   assert.match(hits[0]!, /^warning: /);
 }
 
+test('a list without the --url-col column: one line naming the columns, exit 1, no _tmp/ left, user files untouched', async () => {
+  const { dir, out, before } = await setup();
+  const list = join(dir, 'nourl.csv');
+  await writeFile(list, `link,caption\n${img(1)},one\n`);
+  const r = await runWithin(SCRIPT, ['--url_list', list, '--input_format', 'csv', '--output_folder', out, ...common], DEADLINE_MS);
+  assertExit(r, 1);
+  assertOneErrorLine(r.stderr, /column\(s\) url not found; the input has link, caption/);
+  assert.equal(existsSync(join(out, '_tmp')), false, '_tmp/ left behind');
+  assert.equal(existsSync(join(out, '_lock')), false, 'lock left behind');
+  await assertUntouched(dir, before);
+});
+
 describe('text-list.ts: odd lines of txt / csv / tsv lists', () => {
   async function clean(format: 'txt' | 'csv' | 'tsv', body: Buffer, gzip = false): Promise<{ text: string; rows: number; rejects: RejectedLine[] }> {
     const dir = await mkdtemp(join(tmpdir(), 'text-list-'));
