@@ -2,6 +2,7 @@
 import { availableParallelism } from 'node:os';
 import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { lockOutputOrExit } from '../lib/output-lock.ts';
 import { deduplicate, type DedupSummary } from './pipeline.ts';
 import { MAX_PARTS, checkMemoryLimit, checkThreads, parseDelimiter } from './settings.ts';
 
@@ -42,6 +43,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     log.error(errorMessage(err));
     return 2;
   }
+  // One run per output folder (issue 16, item 6); exit 2 naming the holder.
+  await lockOutputOrExit(flags.outputFolder);
   let summary: DedupSummary;
   try {
     summary = await deduplicate({
