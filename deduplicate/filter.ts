@@ -128,7 +128,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     return 2;
   }
   // One run per output folder (issue 16, item 6); exit 2 naming the holder.
-  await lockOutputOrExit(out);
+  const lock = await lockOutputOrExit(out);
   let claim: OutputClaim | undefined;
   try {
     const source = await parquetSource(flags.input);
@@ -176,6 +176,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     return err instanceof BadExpressionError || err instanceof CliError ? 2 : 1;
   } finally {
     db?.close();
+    // Released here too, not only at exit: main() also runs in-process (tests, the demo).
+    lock.release();
   }
 }
 

@@ -101,10 +101,8 @@ export async function main(argv: string[]): Promise<number> {
   const { maxBytes } = exitOnCliError(() => checkFlags(flags));
   const started = Date.now();
   const outDir = resolve(flags.outputFolder);
-  if (!flags.dryRun) {
-    // One run per folder: a second would rewrite the first one's .part files under it.
-    await lockOutputOrExit(outDir);
-  }
+  // One run per folder: a second would rewrite the first one's .part files under it.
+  const lock = flags.dryRun ? null : await lockOutputOrExit(outDir);
   const client = new HttpClient({
     allowPrivateAddresses: flags.allowPrivateAddresses,
     connectionsPerHost: Math.max(1, flags.parallel),
@@ -200,6 +198,8 @@ export async function main(argv: string[]): Promise<number> {
     return ok ? 0 : 1;
   } finally {
     await client.close();
+    // Released here too, not only at exit: main() also runs in-process (tests, the demo).
+    lock?.release();
   }
 }
 
