@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { lockOutputOrExit } from '../lib/output-lock.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { abandonOutput, claimOutputFolder, publishOutput, startStaging, type OutputClaim } from './output-folder.ts';
@@ -126,6 +127,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     log.error(errorMessage(err));
     return 2;
   }
+  // One run per output folder (issue 16, item 6); exit 2 naming the holder.
+  const lock = await lockOutputOrExit(out);
   let claim: OutputClaim | undefined;
   try {
     const source = await parquetSource(flags.input);
@@ -173,6 +176,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     return err instanceof BadExpressionError || err instanceof CliError ? 2 : 1;
   } finally {
     db?.close();
+    // Released here too, not only at exit: main() also runs in-process (tests, the demo).
+    lock.release();
   }
 }
 

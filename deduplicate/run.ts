@@ -2,6 +2,7 @@
 import { availableParallelism } from 'node:os';
 import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
+import { lockOutputOrExit } from '../lib/output-lock.ts';
 import { deduplicate, type DedupSummary } from './pipeline.ts';
 import { MAX_PARTS, checkMemoryLimit, checkThreads, parseDelimiter } from './settings.ts';
 
@@ -42,38 +43,45 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     log.error(errorMessage(err));
     return 2;
   }
-  let summary: DedupSummary;
+  // One run per output folder (issue 16, item 6); exit 2 naming the holder.
+  const lock = await lockOutputOrExit(flags.outputFolder);
   try {
-    summary = await deduplicate({
-      input: flags.input,
-      outputFolder: flags.outputFolder,
-      parts: flags.parts,
-      seed: flags.seed,
-      delimiter,
-      memoryLimit: flags.memoryLimit,
-      threads: flags.threads,
-      requireColumn: flags.requireColumn,
-      fixSwappedDimensions: flags.fixSwappedDimensions,
-    });
-  } catch (err) {
-    log.error(errorMessage(err));
-    return err instanceof CliError ? 2 : 1;
-  }
-  const skipped = Object.entries(summary.files_skipped).map(([r, n]) => `${n} (${r})`).join(', ') || '0';
-  log.info(
-    `done in ${summary.seconds}s: ${summary.files_read} files read, skipped ${skipped}; ${summary.rows_read} rows read, ` +
-      `${summary.rows_rejected} rejected (see _rejects/rejects.parquet), ${summary.duplicates_removed} duplicates removed, ` +
-      `${summary.rows_unique} unique rows in ${summary.parts} parts under ${flags.outputFolder}; ` +
-      `null casts ${JSON.stringify(summary.null_casts)}`,
-  );
-  if (summary.files_not_read.length > 0) {
-    const names = summary.files_not_read.map((f) => f.file);
-    log.warn(
-      `${names.length} files were skipped whole and their rows are in no count: ${names.slice(0, 5).join(', ')}` +
-        `${names.length > 5 ? ` and ${names.length - 5} more` : ''} (see files_not_read in _summary.json); fix or re-download them and rerun`,
+    let summary: DedupSummary;
+    try {
+      summary = await deduplicate({
+        input: flags.input,
+        outputFolder: flags.outputFolder,
+        parts: flags.parts,
+        seed: flags.seed,
+        delimiter,
+        memoryLimit: flags.memoryLimit,
+        threads: flags.threads,
+        requireColumn: flags.requireColumn,
+        fixSwappedDimensions: flags.fixSwappedDimensions,
+      });
+    } catch (err) {
+      log.error(errorMessage(err));
+      return err instanceof CliError ? 2 : 1;
+    }
+    const skipped = Object.entries(summary.files_skipped).map(([r, n]) => `${n} (${r})`).join(', ') || '0';
+    log.info(
+      `done in ${summary.seconds}s: ${summary.files_read} files read, skipped ${skipped}; ${summary.rows_read} rows read, ` +
+        `${summary.rows_rejected} rejected (see _rejects/rejects.parquet), ${summary.duplicates_removed} duplicates removed, ` +
+        `${summary.rows_unique} unique rows in ${summary.parts} parts under ${flags.outputFolder}; ` +
+        `null casts ${JSON.stringify(summary.null_casts)}`,
     );
+    if (summary.files_not_read.length > 0) {
+      const names = summary.files_not_read.map((f) => f.file);
+      log.warn(
+        `${names.length} files were skipped whole and their rows are in no count: ${names.slice(0, 5).join(', ')}` +
+          `${names.length > 5 ? ` and ${names.length - 5} more` : ''} (see files_not_read in _summary.json); fix or re-download them and rerun`,
+      );
+    }
+    return 0;
+  } finally {
+    // Released here too, not only at exit: main() also runs in-process (tests, the demo).
+    lock.release();
   }
-  return 0;
 }
 
 if (isMainModule(import.meta.url)) {

@@ -3,10 +3,11 @@
 import type { HttpClient } from '../lib/http/client.ts';
 import { log } from '../lib/log.ts';
 import { looksLikeLoop, parseListing } from './listing.ts';
+import { normalizeUrl, relativePath } from './local-path.ts';
 
 export interface FoundFile {
   url: string;
-  /** Path below the start URL, decoded, with `/` separators. */
+  /** Path below the start URL, `/`-separated, one-to-one with the URL (local-path.ts). */
   path: string;
   size?: number;
 }
@@ -30,25 +31,11 @@ export interface CrawlResult {
 
 /** Normalises the start URL: a listing root always ends in `/`. */
 export function rootUrl(start: string): URL {
-  const u = new URL(start);
+  const u = normalizeUrl(new URL(start));
   u.hash = '';
   u.search = '';
   if (!u.pathname.endsWith('/')) u.pathname += '/';
   return u;
-}
-
-export function relativePath(root: URL, url: URL): string {
-  const rel = url.pathname.slice(root.pathname.length);
-  return rel
-    .split('/')
-    .map((s) => {
-      try {
-        return decodeURIComponent(s);
-      } catch {
-        return s;
-      }
-    })
-    .join('/');
 }
 
 export async function crawlListing(client: HttpClient, start: string, opts: CrawlOptions): Promise<CrawlResult> {
@@ -75,7 +62,7 @@ export async function crawlListing(client: HttpClient, start: string, opts: Craw
             maxBytes: opts.maxListingBytes ?? 64 * 1024 * 1024,
           });
           html = res.body.toString('utf8');
-          page = new URL(res.url);
+          page = normalizeUrl(new URL(res.url));
         } catch (err) {
           const error = err instanceof Error ? err.message : String(err);
           errors.push({ url: dir.href, error });

@@ -4,7 +4,7 @@
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { commitFile } from '../lib/atomic-file.ts';
-import { header, HttpError, statusError, withRetries, type HttpClient } from '../lib/http/client.ts';
+import { header, HttpError, statusError, withRetries, type HttpClient, type HttpResponse } from '../lib/http/client.ts';
 
 export interface FileDownloadOptions {
   timeoutMs: number;
@@ -17,6 +17,39 @@ export interface FileDownloadOptions {
 }
 
 export type FileDownloadStatus = 'downloaded' | 'already_complete';
+
+/**
+ * A failure on our side of the wire (the file cannot be created or written: a name too long, a
+ * parent that is a file, no permission, disk full). Retrying the request cannot help.
+ */
+export class LocalFileError extends Error {
+  constructor(readonly path: string, override readonly cause: NodeJS.ErrnoException) {
+    super(`cannot write ${path}: ${localReason(cause)}`, { cause });
+  }
+}
+
+function localReason(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case 'ENAMETOOLONG':
+      return 'the file name is longer than the filesystem allows (ENAMETOOLONG)';
+    case 'ENOTDIR':
+      return 'a folder on its path is a file (ENOTDIR)';
+    case 'EISDIR':
+      return 'a folder already has that name (EISDIR)';
+    case 'EEXIST':
+      return 'a file is in the way of a folder on its path (EEXIST)';
+    case 'EACCES':
+    case 'EPERM':
+      return `permission denied (${err.code})`;
+    case 'ENOSPC':
+      return 'no space left on the device (ENOSPC)';
+    default:
+      return err.message;
+  }
+}
+
+const isFsError = (err: unknown): err is NodeJS.ErrnoException =>
+  err instanceof Error && typeof (err as NodeJS.ErrnoException).syscall === 'string' && typeof (err as NodeJS.ErrnoException).code === 'string';
 
 export interface FileDownloadResult {
   status: FileDownloadStatus;
@@ -61,7 +94,11 @@ function rangeStart(value: string | undefined): number | null {
 export async function downloadFile(client: HttpClient, url: string, dest: string, opts: FileDownloadOptions): Promise<FileDownloadResult> {
   const part = `${dest}.part`;
   const metaPath = `${dest}.part.json`;
-  await mkdir(dirname(dest), { recursive: true });
+  try {
+    await mkdir(dirname(dest), { recursive: true });
+  } catch (err) {
+    throw isFsError(err) ? new LocalFileError(dest, err) : err;
+  }
 
   const existing = await sizeOf(dest);
   if (existing !== null) {
@@ -72,13 +109,25 @@ export async function downloadFile(client: HttpClient, url: string, dest: string
 
   const attempt = async (): Promise<FileDownloadResult> => {
     const meta = await readMeta(metaPath, url);
-    let offset = meta ? ((await sizeOf(part)) ?? 0) : 0;
+    const offset = meta ? ((await sizeOf(part)) ?? 0) : 0;
     const headers: Record<string, string> = {};
     if (offset > 0 && meta) {
       headers.range = `bytes=${offset}-`;
       if (meta.validator) headers['if-range'] = meta.validator;
     }
     const res = await client.open(url, { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers, decodeContentEncoding: true });
+    try {
+      return await receive(res, offset);
+    } catch (err) {
+      // Whatever failed, the response is released: an abandoned body keeps its request open, and
+      // client.close() then waits on it forever (the exit 13 after "done" of issue 16, item 12).
+      await res.dump().catch(() => undefined);
+      throw err;
+    }
+  };
+
+  const receive = async (res: HttpResponse, startAt: number): Promise<FileDownloadResult> => {
+    let offset = startAt;
     if (res.status === 416 && offset > 0) {
       await res.dump();
       if (rangeTotal(header(res.headers, 'content-range')) === offset) return finish(offset);
@@ -141,7 +190,24 @@ export async function downloadFile(client: HttpClient, url: string, dest: string
     return { status: 'downloaded', size };
   };
 
-  return withRetries(url, { retries: opts.retries, onRetry: (e, n) => opts.onRetry?.(e, n) }, attempt);
+  // withRetries retries anything that is not an HttpError; a local failure must end the file at
+  // once, so it leaves the retry loop as a non-retryable error and is rethrown as itself.
+  let local: LocalFileError | null = null;
+  try {
+    return await withRetries(url, { retries: opts.retries, onRetry: (e, n) => opts.onRetry?.(e, n) }, async () => {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (err instanceof LocalFileError || isFsError(err)) {
+          local = err instanceof LocalFileError ? err : new LocalFileError(dest, err);
+          throw new HttpError('BAD_URL', local.message, url);
+        }
+        throw err;
+      }
+    });
+  } catch (err) {
+    throw local ?? err;
+  }
 }
 
 async function writeMeta(path: string, meta: PartMeta): Promise<void> {

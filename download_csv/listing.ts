@@ -1,5 +1,6 @@
 // Autoindex HTML (Apache, nginx, lighttpd) -> the links worth following: folders and files below
 // the crawl root, without sort links, parent links, or links to other hosts.
+import { normalizeUrl } from './local-path.ts';
 
 export interface ListingLink {
   url: URL;
@@ -35,7 +36,7 @@ export function parseListing(html: string, page: URL, root: URL): ListingLink[] 
     if (href === '' || href.startsWith('#') || /^(mailto|javascript|data):/i.test(href)) continue;
     let url: URL;
     try {
-      url = new URL(href, page);
+      url = normalizeUrl(new URL(href, page));
     } catch {
       continue;
     }

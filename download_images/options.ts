@@ -23,10 +23,10 @@ export const DEFAULT_DISALLOWED_DIRECTIVES = ['noai', 'noimageai', 'noindex', 'n
 
 export const FLAGS = {
   'url-list': { type: 'string', required: true, help: 'Input file, or a folder whose *.<input-format> files are read in sorted order' },
-  'image-size': { type: 'int', default: 256, help: 'Target side in pixels' },
+  'image-size': { type: 'int', min: 1, default: 256, help: 'Target side in pixels' },
   'output-folder': { type: 'string', default: 'images', help: 'Output folder' },
-  'processes-count': { type: 'int', default: 1, help: 'Worker processes; each owns whole shards' },
-  'thread-count': { type: 'int', default: 256, help: 'Downloads in flight per worker process' },
+  'processes-count': { type: 'int', min: 1, default: 1, help: 'Worker processes; each owns whole shards' },
+  'thread-count': { type: 'int', min: 1, default: 256, help: 'Downloads in flight per worker process' },
   'resize-mode': { type: 'string', default: 'border', choices: RESIZE_MODES, help: 'How images are fitted to image-size' },
   'resize-only-if-bigger': { type: 'bool', default: false, help: 'Only resize images larger than image-size' },
   'upscale-interpolation': { type: 'string', default: 'lanczos', help: `Interpolation when enlarging (${INTERPOLATIONS.join(', ')})` },
@@ -39,32 +39,32 @@ export const FLAGS = {
   'url-col': { type: 'string', default: 'url', help: 'Input column holding the URL (not used for txt)' },
   'caption-col': { type: 'string', default: null, help: 'Input column holding the caption; also turns on .txt output' },
   'bbox-col': { type: 'string', default: null, help: 'Input column of [x_min,y_min,x_max,y_max] boxes in [0,1] to blur; also saved' },
-  'number-sample-per-shard': { type: 'int', default: 10000, help: 'Rows per shard' },
+  'number-sample-per-shard': { type: 'int', min: 1, default: 10000, help: 'Rows per shard' },
   'extract-exif': { type: 'bool', default: true, help: 'Add the EXIF tags as a JSON string to the metadata' },
   'save-additional-columns': { type: 'list', default: null, help: 'Extra input columns copied to the metadata, e.g. \'["NSFW","similarity"]\'' },
   timeout: { type: 'float', default: 10, help: 'Seconds per request: an absolute deadline for connect, headers and body' },
   'enable-wandb': { type: 'bool', default: false, help: 'Log to Weights & Biases (not available here: accepted and ignored with a warning)' },
   'wandb-project': { type: 'string', default: 'img2dataset', help: 'Weights & Biases project' },
-  'oom-shard-count': { type: 'int', default: 5, help: 'Zero-padding width of shard ids' },
+  'oom-shard-count': { type: 'int', min: 0, default: 5, help: 'Zero-padding width of shard ids' },
   'compute-hash': { type: 'string', default: 'sha256', help: 'Hash of the downloaded bytes: None, md5, sha256, sha512' },
   'verify-hash': { type: 'list', default: null, help: 'Check the downloaded bytes against a column: \'["column","sha256"]\'' },
   distributor: { type: 'string', default: 'multiprocessing', help: `How shards are spread: ${DISTRIBUTORS.join(', ')}` },
-  'subjob-size': { type: 'int', default: 1000, help: 'pyspark only in img2dataset: accepted and unused' },
-  retries: { type: 'int', default: 0, help: 'Further attempts per URL after the first' },
+  'subjob-size': { type: 'int', min: 1, default: 1000, help: 'pyspark only in img2dataset: accepted and unused' },
+  retries: { type: 'int', min: 0, default: 0, help: 'Further attempts per URL after the first' },
   'disable-all-reencoding': { type: 'bool', default: false, help: 'Store the downloaded bytes as they are (no decode, no checks)' },
-  'min-image-size': { type: 'int', default: 0, help: 'Reject images whose smaller side is below this' },
+  'min-image-size': { type: 'int', min: 0, default: 0, help: 'Reject images whose smaller side is below this' },
   'max-image-area': { type: 'string', default: 'inf', help: 'Reject images with more pixels than this (width x height)' },
   'max-aspect-ratio': { type: 'string', default: 'inf', help: 'Reject images whose long/short side ratio exceeds this' },
   'incremental-mode': { type: 'string', default: 'incremental', choices: INCREMENTAL_MODES, help: 'incremental: skip finished shards; overwrite: start afresh; extend: add shards after the last' },
-  'max-shard-retry': { type: 'int', default: 1, help: 'Extra passes over failed shards at the end' },
+  'max-shard-retry': { type: 'int', min: 0, default: 1, help: 'Extra passes over failed shards at the end' },
   'user-agent-token': { type: 'string', default: null, help: 'Token added to the User-Agent and matched in X-Robots-Tag rules' },
   'disallowed-header-directives': { type: 'list', default: null, help: `X-Robots-Tag directives that refuse an image; '[]' disables (None = ${JSON.stringify(DEFAULT_DISALLOWED_DIRECTIVES)})` },
   'ignore-ssl-certificate': { type: 'bool', default: false, help: 'Skip TLS certificate checks (not yet implemented: refused)' },
   // Our additions.
   'allow-private-addresses': { type: 'bool', default: false, help: 'Allow loopback/private/link-local targets (tests, the demo)' },
   'max-image-bytes': { type: 'string', default: '50MB', help: 'Largest body accepted per image' },
-  'max-image-pixels': { type: 'int', default: 268402689, help: 'Larger images fail as failed_to_resize without being decoded' },
-  'per-host-connections': { type: 'int', default: 16, help: 'Concurrent connections per host, per worker process' },
+  'max-image-pixels': { type: 'int', min: 1, default: 268402689, help: 'Larger images fail as failed_to_resize without being decoded' },
+  'per-host-connections': { type: 'int', min: 1, default: 16, help: 'Concurrent connections per host, per worker process' },
   'resize-engine': { type: 'string', default: 'fast', choices: RESIZER_ENGINES, help: 'fast: libjpeg-turbo decoding at reduced size + our resampler (about half the CPU of sharp); exact: full-size decoding, byte-identical to img2dataset output for plain JPEGs (area and lanczos interpolation); sharp: libvips for everything' },
   'respect-robots-txt': { type: 'bool', default: false, help: 'Honour robots.txt (not yet implemented: refused when True)' },
   'redis-url': { type: 'string', default: null, help: 'Redis for --distributor bullmq, e.g. redis://host:6379 (workers: download_images/worker.ts)' },
@@ -138,6 +138,7 @@ function parseLimit(raw: string, flag: string): number {
   if (t === 'inf' || t === 'infinity' || t === 'float("inf")') return Infinity;
   const n = Number(t);
   if (t === '' || Number.isNaN(n)) throw new CliError(`--${flag}: expected a number or inf, got "${raw}"`);
+  if (!(n > 0)) throw new CliError(`--${flag} must be more than 0, got ${raw}`);
   return n;
 }
 
@@ -195,6 +196,16 @@ export function toConfig(f: Flags): DownloadConfig {
   if (f.respectRobotsTxt) throw new CliError('--respect-robots-txt True is not yet implemented');
   if (f.ignoreSslCertificate) throw new CliError('--ignore-ssl-certificate True is not yet implemented');
   if (f.numberSamplePerShard < 1) throw new CliError('--number-sample-per-shard must be at least 1');
+  if (!(f.timeout > 0)) throw new CliError(`--timeout must be more than 0 seconds, got ${f.timeout}`);
+  if (f.outputFolder.trim() === '') throw new CliError('--output-folder must not be empty');
+  if (f.urlList.trim() === '') throw new CliError('--url-list must not be empty');
+  let maxImageBytes: number;
+  try {
+    maxImageBytes = parseByteSize(f.maxImageBytes);
+  } catch (err) {
+    throw new CliError(`--max-image-bytes: ${(err as Error).message}`);
+  }
+  if (!(maxImageBytes >= 1)) throw new CliError(`--max-image-bytes must be at least 1 byte, got "${f.maxImageBytes}"`);
   if (f.threadCount < 1 || f.processesCount < 1) throw new CliError('--thread-count and --processes-count must be at least 1');
   const redisUrl = isNone(f.redisUrl) ? null : f.redisUrl;
   if (f.distributor === 'bullmq') {
@@ -241,7 +252,7 @@ export function toConfig(f: Flags): DownloadConfig {
     userAgentToken: isNone(f.userAgentToken) ? null : f.userAgentToken,
     disallowedHeaderDirectives: [...new Set(directives.map((d) => d.trim().toLowerCase()))],
     allowPrivateAddresses: f.allowPrivateAddresses,
-    maxImageBytes: parseByteSize(f.maxImageBytes),
+    maxImageBytes,
     maxImagePixels: f.maxImagePixels,
     perHostConnections: f.perHostConnections,
     resizeEngine: f.resizeEngine as DownloadConfig['resizeEngine'],

@@ -9,6 +9,7 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { sqlIdent, sqlString, type Db } from '../lib/parquet.ts';
 import type { DownloadConfig } from './options.ts';
+import { cleanTextList, MAX_RECORD_BYTES, type RejectedLine, type TextFormat } from './text-list.ts';
 
 export interface ReaderOptions {
   urlList: string;
@@ -25,6 +26,8 @@ export interface ReaderOptions {
   startShardId?: number;
   /** Shards already finished: counted in the numbering, not written. */
   doneShards?: ReadonlySet<number>;
+  /** A txt/csv/tsv line that could not be read (not UTF-8, over 1 MiB, an unclosed quote...). */
+  onReject?: (file: string, r: RejectedLine) => void;
 }
 
 export interface InputShard {
@@ -76,6 +79,9 @@ function source(file: string, format: string): string {
       // One URL per line. img2dataset parses txt as a one-column CSV, so a comma in a URL aborts
       // the whole file; here the whole line is the URL.
       return `(SELECT url FROM read_csv(${f}, header=false, columns={'url': 'VARCHAR'}, delim=chr(1), quote='', escape='', auto_detect=false${compression}) WHERE url IS NOT NULL AND trim(url) <> '')`;
+    case 'clean-csv':
+      // Written by cleanTextList: LF lines, UTF-8, RFC 4180 quoting; a record at most twice the cap.
+      return `read_csv(${f}, header=true, delim=',', quote='"', escape='"', new_line='\\n', max_line_size=${4 * MAX_RECORD_BYTES})`;
     case 'csv':
       return `read_csv(${f}, header=true, delim=',', quote='"'${compression})`;
     case 'tsv':
@@ -112,7 +118,14 @@ export async function* readShards(db: Db, o: ReaderOptions, files?: string[]): A
   let start = o.startShardId ?? 0;
   await mkdir(o.tmpDir, { recursive: true });
   for (const [k, file] of inputs.entries()) {
-    const src = source(file, o.inputFormat);
+    let src: string;
+    const base = o.inputFormat.replace(/\.gz$/, '');
+    const cleanPath = join(o.tmpDir, `.list-${process.pid}-${k}.${base}`);
+    if (base === 'txt' || base === 'csv' || base === 'tsv') {
+      // Our line reader first: an odd line is rejected by number instead of failing the file.
+      await cleanTextList(file, base as TextFormat, o.inputFormat.endsWith('.gz'), cleanPath, (r) => o.onReject?.(file, r));
+      src = source(cleanPath, base === 'txt' ? 'txt' : 'clean-csv');
+    } else src = source(file, o.inputFormat);
     const described = await db.all<{ column_name: string }>(`DESCRIBE SELECT * FROM ${src}`);
     const proj = projection(o, described.map((d) => d.column_name));
     const partDir = join(o.tmpDir, `.parts-${process.pid}-${k}`);
@@ -137,6 +150,7 @@ export async function* readShards(db: Db, o: ReaderOptions, files?: string[]): A
       yield { shardId: id, path: to, rows: Math.min(n, rows - j * n), source: file };
     }
     await rm(partDir, { recursive: true, force: true });
+    await rm(cleanPath, { force: true });
     start += shards;
   }
 }

@@ -48,9 +48,36 @@ export async function removeTempLeftovers(outputFolder: string): Promise<number>
   return removed;
 }
 
+/**
+ * Names our runs write at the top of the output folder: a shard's `<id>` folder (files format),
+ * `<id>.tar`, `<id>.parquet`, `<id>_stats.json` (and img2dataset's `<id>.json`), the `_tmp`
+ * folder and `.tmp-*` temporaries. Overwrite mode removes these and nothing else: never a user's
+ * file beside them, never the lock.
+ */
+export function isOwnOutputName(name: string): boolean {
+  return /^\d+(\.tar|\.parquet|_stats\.json|\.json)?$/.test(name) || name === '_tmp' || name.startsWith(TEMP_PREFIX);
+}
+
+/** --incremental-mode overwrite: removes what earlier runs wrote; returns how many entries went. */
+export async function removeOwnOutputs(outputFolder: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(outputFolder);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!isOwnOutputName(name)) continue;
+    await rm(join(outputFolder, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
 /** Applies --incremental-mode to the output folder and removes leftovers of interrupted runs. */
 export async function prepareOutput(outputFolder: string, mode: DownloadConfig['incrementalMode']): Promise<OutputState> {
-  if (mode === 'overwrite') await rm(outputFolder, { recursive: true, force: true });
+  if (mode === 'overwrite') await removeOwnOutputs(outputFolder);
   await mkdir(outputFolder, { recursive: true });
   await removeTempLeftovers(outputFolder);
   const existing = await finishedShards(outputFolder);

@@ -15,6 +15,8 @@ export interface FlagDef {
   choices?: readonly string[];
   /** Extra accepted spellings (without dashes), e.g. a peer's differently named flag. */
   aliases?: readonly string[];
+  /** Smallest accepted value of an int or float flag. */
+  min?: number;
 }
 
 export type FlagTable = Record<string, FlagDef>;
@@ -80,13 +82,13 @@ function convert(def: FlagDef, raw: string, flag: string): unknown {
       return raw;
     case 'int': {
       const n = Number(raw.replace(/_/g, ''));
-      if (!Number.isInteger(n)) throw new CliError(`--${flag}: expected an integer, got "${raw}"`);
-      return n;
+      if (raw.trim() === '' || !Number.isInteger(n)) throw new CliError(`--${flag}: expected an integer, got "${raw}"`);
+      return atLeast(def, n, flag);
     }
     case 'float': {
       const n = Number(raw);
       if (raw.trim() === '' || !Number.isFinite(n)) throw new CliError(`--${flag}: expected a number, got "${raw}"`);
-      return n;
+      return atLeast(def, n, flag);
     }
     case 'bool':
       return parseBool(raw, flag);
@@ -99,6 +101,11 @@ function convert(def: FlagDef, raw: string, flag: string): unknown {
         return raw; // python-fire passes non-JSON strings through unchanged
       }
   }
+}
+
+function atLeast(def: FlagDef, n: number, flag: string): number {
+  if (def.min !== undefined && n < def.min) throw new CliError(`--${flag} must be at least ${def.min}, got ${n}`);
+  return n;
 }
 
 /** Accepts a JSON list (`'["a","b"]'`, as img2dataset users pass it), a Python-ish list or `a,b`. */
