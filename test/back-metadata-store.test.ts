@@ -93,3 +93,34 @@ test('without the row file: DuckDB over the parquet files', async () => {
     await duck.close();
   }
 });
+
+test('an image_path that is a local image file adds `image` (base64 JPEG), as clip-retrieval does', async () => {
+  const { metadataFor } = await import('../embeddings-indices-hosting/back/knn.ts');
+  const sharp = (await import('sharp')).default;
+  const { writeFile } = await import('node:fs/promises');
+  const folder = join(dir, 'with-images');
+  await mkdir(join(folder, 'metadata'), { recursive: true });
+  const png = join(folder, 'a.png');
+  await writeFile(png, await sharp({ create: { width: 8, height: 6, channels: 3, background: { r: 255, g: 0, b: 0 } } }).png().toBuffer());
+  await writeFile(join(folder, 'not-an-image.png'), 'text');
+  const db = await openDb();
+  try {
+    await db.run(
+      `COPY (SELECT * FROM (VALUES (${sqlString(png)}, 'red'), ('relative/key', 'no file'), (${sqlString(join(folder, 'missing.jpg'))}, 'missing'), (${sqlString(join(folder, 'not-an-image.png'))}, 'broken')) t(image_path, caption)) ` +
+        `TO ${sqlString(join(folder, 'metadata', 'm.parquet'))} (FORMAT parquet)`,
+    );
+  } finally {
+    db.close();
+  }
+  const store = await openMetadata(folder, { rowFile: true, log: () => {} });
+  try {
+    const rows = await metadataFor(store, [0, 1, 2, 3], ['image_path', 'caption']);
+    const image = (rows.get(0) as { image?: string }).image!;
+    const meta = await sharp(Buffer.from(image, 'base64')).metadata();
+    assert.equal(meta.format, 'jpeg');
+    assert.equal(meta.width, 8);
+    for (const id of [1, 2, 3]) assert.equal('image' in rows.get(id)!, false, `id ${id}`);
+  } finally {
+    await store.close();
+  }
+});
