@@ -117,8 +117,13 @@ export async function writeIndexAtomic(index: NativeIndex, path: string): Promis
 }
 
 export class InterruptedError extends Error {
-  constructor(signal: string) {
+  constructor(readonly signal: NodeJS.Signals) {
     super(`interrupted by ${signal}`);
+  }
+
+  /** The shell's convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM). */
+  get exitCode(): number {
+    return this.signal === 'SIGINT' ? 130 : 143;
   }
 }
 
@@ -128,7 +133,7 @@ export class InterruptedError extends Error {
  */
 export async function interruptibleBySignals<T>(fn: () => Promise<T>): Promise<T> {
   const faiss = loadFaiss();
-  let caught: string | null = null;
+  let caught: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (caught) process.exit(signal === 'SIGINT' ? 130 : 143);
     caught = signal;
