@@ -32,12 +32,21 @@ export interface TrainingOptions {
   efConstruction?: number;
 }
 
+/** Rows x d floats in native memory (not limited to 4 GiB like a Float32Array in Node 20). */
+export interface FloatMatrix {
+  readonly rows: number;
+  /** Copies whole rows starting at `row`. */
+  set(row: number, values: Float32Array): void;
+  /** Frees the memory (also freed when garbage-collected). */
+  release(): void;
+}
+
 export interface NativeIndex {
   readonly ntotal: number;
   readonly d: number;
   readonly metric: Metric | 'other';
   readonly isTrained: boolean;
-  train(x: Float32Array, n: number, threads?: number): Promise<void>;
+  train(x: Float32Array | FloatMatrix, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number, threads?: number): Promise<void>;
   search(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchResult>;
   write(path: string): Promise<void>;
@@ -57,6 +66,7 @@ interface FaissAddon {
     factory(d: number, key: string, metric: Metric): NativeIndex;
     read(path: string, mmap: boolean): Promise<NativeIndex>;
   };
+  FloatMatrix: new (rows: number, d: number) => FloatMatrix;
   setInterrupt(on: boolean): void;
   setBlasThreads(n: number): void;
   maxThreads(): number;
@@ -93,6 +103,10 @@ export function faissAvailable(): { ok: true } | { ok: false; reason: string } {
 
 export function createIndex(d: number, key: string, metric: Metric = 'ip'): NativeIndex {
   return loadFaiss().FaissIndex.factory(d, key, metric);
+}
+
+export function createFloatMatrix(rows: number, d: number): FloatMatrix {
+  return new (loadFaiss().FloatMatrix)(rows, d);
 }
 
 /** Reads a faiss file; with mmap the inverted lists stay on disk (IO_FLAG_MMAP | IO_FLAG_READ_ONLY). */
