@@ -21,7 +21,7 @@ export interface TrainingOptions {
   opqNiterPq?: number;
   /** OPQ trains on at most this many vectors (default 65536). */
   opqMaxTrainPoints?: number;
-  /** Coarse k-means iterations (default 10 in 1.7.3's IVF ClusteringParameters... 25 in Clustering). */
+  /** Coarse (IVF) k-means iterations (faiss sets 10 for an IVF's quantiser). */
   kmeansNiter?: number;
   /** k-means subsamples to this many points per centroid (default 256). */
   maxPointsPerCentroid?: number;
