@@ -4,11 +4,12 @@
 //
 //   npx tsx bench/index.ts --vectors 1000000 --dim 512 --files 10 --max-index-memory-usage 4G [--index-key K]
 //
-// Comparing with autofaiss (pip faiss-cpu) at the same budget is not automated here yet: run
-//   .bench/venv/bin/autofaiss build_index --embeddings .bench/index/emb/img_emb --max_index_memory_usage 4G ...
-// on the same folder.
+// With --autofaiss PYTHON (a venv with autofaiss, made once with
+//   python3 -m venv .bench/af && .bench/af/bin/pip install autofaiss 'pyarrow<15')
+// autofaiss build_index runs on the same files with the same budget, and its index is scored by
+// the same `run.ts score` (recall against exact search, latency at its tuned parameters).
 import { existsSync, readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defineCli } from '../lib/cli.ts';
 import { NpyWriter } from '../lib/npy.ts';
@@ -28,6 +29,7 @@ const cli = defineCli({
     'index-key': { type: 'string', default: null, help: 'Force a key' },
     'nb-cores': { type: 'int', default: null, help: 'Threads' },
     regenerate: { type: 'bool', default: false, help: 'Regenerate the embeddings even if present' },
+    autofaiss: { type: 'string', default: null, help: 'Python with autofaiss installed: also run autofaiss build_index on the same files' },
   },
 });
 
@@ -62,15 +64,43 @@ if (build.code !== 0) {
   process.stderr.write(`index failed (${build.code}):\n${build.stderrTail}\n`);
   process.exit(1);
 }
-const score = await runMeasured(process.execPath, ['--import', 'tsx', 'embeddings-indices-hosting/run.ts', 'score', '--embeddings-folder', emb, '--index-folder', out, '--queries', '500', ...common]);
-const infos = JSON.parse(readFileSync(join(out, 'image.json'), 'utf8')) as Record<string, number | string>;
-const s = existsSync(join(out, 'score.json')) ? (JSON.parse(readFileSync(join(out, 'score.json'), 'utf8')) as { image: Record<string, number> }).image : null;
-const line = (k: string, v: string) => process.stdout.write(`${k.padEnd(22)} ${v}\n`);
-line('vectors', `${flags.vectors} x ${flags.dim} float16 in ${flags.files} files`);
-line('key', `${infos.index_key} [${infos.index_param}]`);
-line('build wall', `${build.seconds.toFixed(1)} s (cpu ${build.cpuSeconds.toFixed(1)} s)`);
-line('build peak tree RSS', `${build.peakTreeRssMb.toFixed(0)} MB`);
-line('index size', `${((infos['size in bytes'] as number) / 2 ** 20).toFixed(1)} MiB`);
-if (s) line('recall@1/@10/@100', `${s['recall@1']!.toFixed(3)} / ${s['recall@10']!.toFixed(3)} / ${s['recall@100']!.toFixed(3)}`);
-if (s) line('latency p50 / p99', `${s.p50_search_speed_ms!.toFixed(2)} / ${s.p99_search_speed_ms!.toFixed(2)} ms`);
+async function scoreFolder(folder: string): Promise<Record<string, number> | null> {
+  await runMeasured(process.execPath, ['--import', 'tsx', 'embeddings-indices-hosting/run.ts', 'score', '--embeddings-folder', emb, '--index-folder', folder, '--queries', '500', ...common]);
+  const f = join(folder, 'score.json');
+  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as { image: Record<string, number> }).image : null;
+}
+
+const line = (k: string, v: string) => process.stdout.write(`${k.padEnd(24)} ${v}\n`);
+function report(who: string, run: Awaited<ReturnType<typeof runMeasured>>, infos: Record<string, number | string>, s: Record<string, number> | null): void {
+  process.stdout.write(`--- ${who}\n`);
+  line('key', `${infos.index_key} [${infos.index_param}]`);
+  line('build wall', `${run.seconds.toFixed(1)} s (cpu ${run.cpuSeconds.toFixed(1)} s)`);
+  line('build peak tree RSS', `${run.peakTreeRssMb.toFixed(0)} MB`);
+  line('index size', `${((infos['size in bytes'] as number) / 2 ** 20).toFixed(1)} MiB`);
+  if (s) line('recall@1/@10/@100', `${s['recall@1']!.toFixed(3)} / ${s['recall@10']!.toFixed(3)} / ${s['recall@100']!.toFixed(3)}`);
+  if (s) line('latency p50 / p99', `${s.p50_search_speed_ms!.toFixed(2)} / ${s.p99_search_speed_ms!.toFixed(2)} ms`);
+}
+
+line('vectors', `${flags.vectors} x ${flags.dim} float16 in ${flags.files} files, budget ${flags.maxIndexMemoryUsage}`);
+report('ours (run.ts index)', build, JSON.parse(readFileSync(join(out, 'image.json'), 'utf8')) as Record<string, number | string>, await scoreFolder(out));
 process.stdout.write(build.stderrTail.split('\n').filter((l) => /trained in|added .*\/s|tuned|peak rss/.test(l)).slice(-6).join('\n') + '\n');
+
+if (flags.autofaiss) {
+  const afOut = join(flags.workDir, 'idx-autofaiss');
+  await rm(afOut, { recursive: true, force: true });
+  await mkdir(afOut, { recursive: true });
+  const script = [
+    'import sys',
+    'from autofaiss import build_index',
+    'build_index(embeddings=sys.argv[1], index_path=sys.argv[2], index_infos_path=sys.argv[3], max_index_memory_usage=sys.argv[4], current_memory_available=sys.argv[5], nb_cores=(int(sys.argv[6]) if sys.argv[6] else None), index_key=(sys.argv[7] or None))',
+  ].join('\n');
+  const af = await runMeasured(flags.autofaiss, ['-c', script, join(emb, 'img_emb'), join(afOut, 'knn.index'), join(afOut, 'index_infos.json'), flags.maxIndexMemoryUsage, flags.currentMemoryAvailable, flags.nbCores ? String(flags.nbCores) : '', flags.indexKey ?? '']);
+  if (af.code !== 0 || !existsSync(join(afOut, 'knn.index'))) {
+    process.stderr.write(`autofaiss failed (${af.code}):\n${af.stderrTail}\n`);
+    process.exit(1);
+  }
+  // score it the same way: our score reads <name>.index + <name>.json
+  await copyFile(join(afOut, 'knn.index'), join(afOut, 'image.index'));
+  await copyFile(join(afOut, 'index_infos.json'), join(afOut, 'image.json'));
+  report('autofaiss build_index', af, JSON.parse(readFileSync(join(afOut, 'index_infos.json'), 'utf8')) as Record<string, number | string>, await scoreFolder(afOut));
+}
