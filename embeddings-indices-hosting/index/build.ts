@@ -5,9 +5,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../../lib/atomic-file.ts';
-import { createIndex, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
+import { createFloatMatrix, createIndex, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
 import { estimatedIndexSize, formatMemory, selectIndexKey } from './key-selection.ts';
-import { describeFiles, exactTopK, gatherRows, listEmbeddings, measureLatency, reconstructionErrorPercent, sampleIds, streamVectors, type EmbeddingSet } from './score.ts';
+import { describeFiles, exactTopK, forEachRow, gatherRows, listEmbeddings, measureLatency, reconstructionErrorPercent, sampleIds, streamVectors, type EmbeddingSet } from './score.ts';
 import { tuneIndex } from './tune.ts';
 
 export interface BuildOptions {
@@ -179,11 +179,17 @@ export async function buildIndex(opts: BuildOptions): Promise<BuildResult> {
       const need = trainingMemory(key, want, d);
       if (need > opts.currentMemory) throw new Error(`training ${key} on ${want} vectors needs about ${formatMemory(need)}, more than --current-memory-available ${formatMemory(opts.currentMemory)}`);
       trainIds = sampleIds(n, want, seed + 1);
-      const x = await gatherRows(set, trainIds);
+      // native memory: a LAION-scale sample (4M x 512 floats) exceeds Node's 4 GiB array limit
+      const x = createFloatMatrix(want, d);
+      await forEachRow(set, trainIds, (k, row) => x.set(k, row));
       sampleRss();
-      log(`training ${key} on ${want} random vectors (${formatMemory(x.byteLength)}, rss ${rss()})`);
+      log(`training ${key} on ${want} random vectors (${formatMemory(want * d * 4)}, rss ${rss()})`);
       const t = performance.now();
-      await index.train(x, want, threads);
+      try {
+        await index.train(x, want, threads);
+      } finally {
+        x.release();
+      }
       trainSeconds = (performance.now() - t) / 1000;
       sampleRss();
       log(`trained in ${trainSeconds.toFixed(1)} s`);

@@ -149,7 +149,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof InterruptedError) {
       log.error(`${err.message}; nothing half-written was left under a final name`);
-      return 130;
+      return err.exitCode;
     }
     if (err instanceof NoKeyFitsError) {
       log.error(err.message);

@@ -89,6 +89,13 @@ export function sampleIds(total: number, count: number, seed: number, exclude?: 
 export async function gatherRows(set: EmbeddingSet, ids: readonly number[]): Promise<Float32Array> {
   const d = set.d;
   const out = new Float32Array(ids.length * d);
+  await forEachRow(set, ids, (k, row) => out.set(row, k * d));
+  return out;
+}
+
+/** Calls `sink(k, row)` for the k-th of these (sorted) global ids, streaming the files once. */
+export async function forEachRow(set: EmbeddingSet, ids: readonly number[], sink: (k: number, row: Float32Array) => void): Promise<void> {
+  const d = set.d;
   let k = 0;
   for (const f of set.files) {
     if (k >= ids.length) break;
@@ -97,13 +104,12 @@ export async function gatherRows(set: EmbeddingSet, ids: readonly number[]): Pro
       const chunkStart = f.start + chunk.start;
       while (k < ids.length && ids[k]! < chunkStart + chunk.rows) {
         const r = ids[k]! - chunkStart;
-        out.set(chunk.data.subarray(r * d, (r + 1) * d), k * d);
+        sink(k, chunk.data.subarray(r * d, (r + 1) * d));
         k++;
       }
       if (k >= ids.length) break;
     }
   }
-  return out;
 }
 
 /** Every vector in id order, in chunks of at most `chunkRows`, float32. */

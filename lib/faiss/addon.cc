@@ -49,6 +49,54 @@ struct Holder {
   std::shared_mutex mutex;
 };
 
+// Vectors held outside the JS heap: a training sample can exceed Node 20's 4 GiB ArrayBuffer limit
+// (LAION-400M: 4M x 512 floats = 8 GB), so it is assembled here row block by row block.
+class FloatMatrix : public Napi::ObjectWrap<FloatMatrix> {
+ public:
+  static Napi::FunctionReference ctor;
+  std::shared_ptr<std::vector<float>> data = std::make_shared<std::vector<float>>();
+  int64_t rows = 0, d = 0;
+  explicit FloatMatrix(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FloatMatrix>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "FloatMatrix(rows, d)");
+    rows = info[0].As<Napi::Number>().Int64Value();
+    d = info[1].As<Napi::Number>().Int64Value();
+    if (rows < 0 || d <= 0) throw Napi::RangeError::New(env, "FloatMatrix: rows >= 0 and d > 0");
+    try {
+      data->resize(static_cast<size_t>(rows * d));
+    } catch (const std::bad_alloc&) {
+      throw Napi::Error::New(env, "FloatMatrix: cannot allocate " + std::to_string(rows) + " x " + std::to_string(d) + " floats");
+    }
+  }
+  /** set(row, Float32Array): copies whole rows starting at `row`. */
+  Napi::Value Set(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t row = info[0].As<Napi::Number>().Int64Value();
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw Napi::TypeError::New(env, "FloatMatrix.set: expected a Float32Array");
+    auto a = info[1].As<Napi::Float32Array>();
+    if (a.ElementLength() % d != 0 || row < 0 || row * d + static_cast<int64_t>(a.ElementLength()) > rows * d) throw Napi::RangeError::New(env, "FloatMatrix.set: rows out of range");
+    std::copy(a.Data(), a.Data() + a.ElementLength(), data->data() + row * d);
+    return env.Undefined();
+  }
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    data = std::make_shared<std::vector<float>>();
+    rows = 0;
+    return info.Env().Undefined();
+  }
+  Napi::Value GetRows(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(rows)); }
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "FloatMatrix", {
+        InstanceMethod<&FloatMatrix::Set>("set"),
+        InstanceMethod<&FloatMatrix::Release>("release"),
+        InstanceAccessor<&FloatMatrix::GetRows>("rows"),
+    });
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+    exports.Set("FloatMatrix", f);
+  }
+};
+Napi::FunctionReference FloatMatrix::ctor;
+
 class Index : public Napi::ObjectWrap<Index> {
  public:
   static Napi::FunctionReference ctor;
@@ -211,10 +259,19 @@ Napi::Value Index::Train(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
   int64_t n = countArg(info, 1, "train(n)");
-  const float* x = floatsArg(info, 0, static_cast<size_t>(n) * holder->index->d, "train");
+  std::shared_ptr<std::vector<float>> owned;
+  const float* x;
+  if (info[0].IsObject() && info[0].As<Napi::Object>().InstanceOf(FloatMatrix::ctor.Value())) {
+    auto* m = FloatMatrix::Unwrap(info[0].As<Napi::Object>());
+    if (m->d != holder->index->d || m->rows < n) throw Napi::RangeError::New(env, "train: FloatMatrix shape does not match n x d");
+    owned = m->data;
+    x = owned->data();
+  } else {
+    x = floatsArg(info, 0, static_cast<size_t>(n) * holder->index->d, "train");
+  }
   int threads = threadsArg(info, 2);
   auto h = holder;
-  auto* job = new Job(env, [h, n, x, threads]() {
+  auto* job = new Job(env, [h, n, x, threads, owned]() {
     std::unique_lock lock(h->mutex);
     if (!h->index) throw std::runtime_error("faiss index was disposed");
     if (threads) omp_set_num_threads(threads);
@@ -482,6 +539,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   // (stack-notes: PQ training 12 s -> 7 s with one BLAS thread).
   openblas_set_num_threads(1);
   Index::Init(env, exports);
+  FloatMatrix::Init(env, exports);
   exports.Set("setInterrupt", Napi::Function::New(env, SetInterrupt));
   exports.Set("setBlasThreads", Napi::Function::New(env, SetBlasThreads));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));

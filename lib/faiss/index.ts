@@ -21,7 +21,7 @@ export interface TrainingOptions {
   opqNiterPq?: number;
   /** OPQ trains on at most this many vectors (default 65536). */
   opqMaxTrainPoints?: number;
-  /** Coarse k-means iterations (default 10 in 1.7.3's IVF ClusteringParameters... 25 in Clustering). */
+  /** Coarse (IVF) k-means iterations (faiss sets 10 for an IVF's quantiser). */
   kmeansNiter?: number;
   /** k-means subsamples to this many points per centroid (default 256). */
   maxPointsPerCentroid?: number;
@@ -32,12 +32,21 @@ export interface TrainingOptions {
   efConstruction?: number;
 }
 
+/** Rows x d floats in native memory (not limited to 4 GiB like a Float32Array in Node 20). */
+export interface FloatMatrix {
+  readonly rows: number;
+  /** Copies whole rows starting at `row`. */
+  set(row: number, values: Float32Array): void;
+  /** Frees the memory (also freed when garbage-collected). */
+  release(): void;
+}
+
 export interface NativeIndex {
   readonly ntotal: number;
   readonly d: number;
   readonly metric: Metric | 'other';
   readonly isTrained: boolean;
-  train(x: Float32Array, n: number, threads?: number): Promise<void>;
+  train(x: Float32Array | FloatMatrix, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number, threads?: number): Promise<void>;
   search(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchResult>;
   write(path: string): Promise<void>;
@@ -57,6 +66,7 @@ interface FaissAddon {
     factory(d: number, key: string, metric: Metric): NativeIndex;
     read(path: string, mmap: boolean): Promise<NativeIndex>;
   };
+  FloatMatrix: new (rows: number, d: number) => FloatMatrix;
   setInterrupt(on: boolean): void;
   setBlasThreads(n: number): void;
   maxThreads(): number;
@@ -70,6 +80,10 @@ let cached: FaissAddon | undefined;
 /** The addon; throws one line naming the packages when it is not built here. */
 export function loadFaiss(): FaissAddon {
   if (cached) return cached;
+  // libgomp reads this when the addon loads it. Its default (spin before sleeping) makes faiss'
+  // many short parallel loops crawl when the cores are shared: PQ training 41 s -> 8 s here on 2
+  // busy cores. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine if it measures faster.
+  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
   const r = loadAddon<FaissAddon>('faiss');
   if (!r.addon) {
     throw new Error(`faiss is not available: ${r.reason}. Install it with: apt-get install ${FAISS_APT_PACKAGES.join(' ')} && npm run build:native (or bash .ci/install)`);
@@ -89,6 +103,10 @@ export function faissAvailable(): { ok: true } | { ok: false; reason: string } {
 
 export function createIndex(d: number, key: string, metric: Metric = 'ip'): NativeIndex {
   return loadFaiss().FaissIndex.factory(d, key, metric);
+}
+
+export function createFloatMatrix(rows: number, d: number): FloatMatrix {
+  return new (loadFaiss().FloatMatrix)(rows, d);
 }
 
 /** Reads a faiss file; with mmap the inverted lists stay on disk (IO_FLAG_MMAP | IO_FLAG_READ_ONLY). */
@@ -113,8 +131,13 @@ export async function writeIndexAtomic(index: NativeIndex, path: string): Promis
 }
 
 export class InterruptedError extends Error {
-  constructor(signal: string) {
+  constructor(readonly signal: NodeJS.Signals) {
     super(`interrupted by ${signal}`);
+  }
+
+  /** The shell's convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM). */
+  get exitCode(): number {
+    return this.signal === 'SIGINT' ? 130 : 143;
   }
 }
 
@@ -124,7 +147,7 @@ export class InterruptedError extends Error {
  */
 export async function interruptibleBySignals<T>(fn: () => Promise<T>): Promise<T> {
   const faiss = loadFaiss();
-  let caught: string | null = null;
+  let caught: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (caught) process.exit(signal === 'SIGINT' ? 130 : 143);
     caught = signal;
