@@ -5,7 +5,7 @@
 // $TEST_ARTIFACTS) for CI and the README.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { faissAvailable } from '../lib/faiss/index.ts';
@@ -92,6 +92,25 @@ test('search page: type, Enter, images load, click a result to search by image, 
     assert.equal(await shared.inputValue('#query'), 'a blue circle');
     assert.match((await shared.$eval('#results img', (i) => (i as HTMLImageElement).alt)), /^a blue /);
     assert.ok((await shared.$$('#results li')).length <= 10);
+
+    // Upload: the file chooser's image is sent as base64 and searched by.
+    const yellow = fx.items.find((i) => i.colour === 'yellow' && i.shape === 'circle')!;
+    const file = join(fx.dir, 'upload.jpg');
+    await writeFile(file, fx.jpegs.get(yellow.key)!);
+    await shared.setInputFiles('#file', file);
+    await shared.waitForFunction(() => document.querySelector<HTMLImageElement>('#results img')?.alt.startsWith('a yellow ') === true);
+    assert.equal(await shared.isVisible('#query-image'), true);
+    assert.match((await shared.textContent('#query-image span'))!, /upload\.jpg/);
+
+    // Paste: an image on the clipboard is searched by the same way.
+    const magenta = fx.items.find((i) => i.colour === 'magenta' && i.shape === 'square')!;
+    await shared.evaluate(async (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'pasted.jpg', { type: 'image/jpeg' }));
+      document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    }, fx.jpegs.get(magenta.key)!.toString('base64'));
+    await shared.waitForFunction(() => document.querySelector<HTMLImageElement>('#results img')?.alt.startsWith('a magenta ') === true);
 
     // A bad query shows the server's error, and the page keeps working.
     await shared.fill('#query', `${fx.imageHost}/img/missing.jpg`);
