@@ -119,6 +119,7 @@ async function main(): Promise<number> {
     let err = '';
     const url = await new Promise<string>((res, rej) => {
       back.stderr!.on('data', (d: Buffer) => {
+        process.stderr.write(d);
         err += d.toString();
         const m = /listening on (http:\/\/\S+?)\/? /.exec(err);
         if (m) res(m[1]!);
