@@ -29,6 +29,7 @@ const cli = defineCli({
     deduplicate: { type: 'bool', default: true, help: 'deduplicate in each query' },
     'work-dir': { type: 'string', default: '.bench/back', help: 'Data, indices and model (kept between runs)' },
     rebuild: { type: 'bool', default: false, help: 'Regenerate data and indices' },
+    'index-key': { type: 'string', default: null, help: 'Force the 512-d index\'s faiss key (e.g. IVF4096,PQ64x8) instead of run.ts index\'s choice' },
     port: { type: 'int', default: 0, help: 'Port for back (0 = any)' },
   },
 });
@@ -109,7 +110,8 @@ async function main(): Promise<number> {
       await rm(dir, { recursive: true, force: true });
       await writeDataset(dir, flags.vectors, d, seed);
       log.info(`wrote ${flags.vectors} x ${d} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-      await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G']);
+      const key = flags.indexKey && d === flags.dim ? ['--index-key', flags.indexKey] : [];
+      await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G', ...key]);
     }
   }
   const paths = join(work, 'indices_paths.json');
