@@ -107,9 +107,11 @@ async function main(): Promise<number> {
   for (const [dir, d, seed] of [[big, flags.dim, 1], [tiny, 16, 2]] as const) {
     if (!existsSync(join(dir, 'index', 'image.index'))) {
       const t = performance.now();
-      await rm(dir, { recursive: true, force: true });
-      await writeDataset(dir, flags.vectors, d, seed);
-      log.info(`wrote ${flags.vectors} x ${d} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      if (!existsSync(join(dir, 'metadata', 'metadata_0.parquet'))) {
+        await rm(dir, { recursive: true, force: true });
+        await writeDataset(dir, flags.vectors, d, seed);
+        log.info(`wrote ${flags.vectors} x ${d} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      }
       const key = flags.indexKey && d === flags.dim ? ['--index-key', flags.indexKey] : [];
       await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G', ...key]);
     }
