@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { openDb, sqlString } from '../lib/parquet.ts';
-import { runCli } from './helpers/cli-process.ts';
+import { runCli, startCli } from './helpers/cli-process.ts';
 
 test('npm run demo -- --no-serve: every stage runs on the synthetic crawl and chains through files', async () => {
   const root = await mkdtemp(join(tmpdir(), 'demo-'));
@@ -33,8 +33,63 @@ test('npm run demo -- --no-serve: every stage runs on the synthetic crawl and ch
       db.close();
     }
     assert.ok(readdirSync(join(out, 'images')).some((f) => f.endsWith('.tar')));
+    // Stage 4: embeddings of every successful sample, both indices over them, a score.
+    const emb = await openDb();
+    let embedded = 0;
+    try {
+      const [m] = await emb.all<{ n: bigint }>(`SELECT count(*) AS n FROM read_parquet(${sqlString(join(out, 'embeddings', 'metadata', '*.parquet'))})`);
+      embedded = Number(m!.n);
+    } finally {
+      emb.close();
+    }
+    assert.ok(embedded > 0.8 * summary.rows_unique, `${embedded} embedded`);
+    for (const name of ['image', 'text']) {
+      assert.ok(existsSync(join(out, 'index', `${name}.index`)), `${name}.index`);
+      const infos = JSON.parse(readFileSync(join(out, 'index', `${name}.json`), 'utf8')) as Record<string, number>;
+      assert.equal(infos['nb vectors'], embedded);
+    }
+    const score = JSON.parse(readFileSync(join(out, 'index', 'score.json'), 'utf8')) as Record<string, { 'recall@10': number }>;
+    assert.ok(score.image!['recall@10'] >= 0.9, JSON.stringify(score));
     assert.match(r.stderr, /demo pipeline done/);
+    assert.match(r.stderr, /index score: image /);
+    assert.doesNotMatch(r.stderr, /listening on/);
   } finally {
     await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('npm run demo: serves the search page over the demo index, prints its URL, stops cleanly on SIGTERM', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'demo-serve-'));
+  const out = join(root, 'out');
+  const run = startCli('demo/run.ts', ['--files', '2', '--rows', '30', '--output-folder', out, '--back-port', '0']);
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let err = '';
+      run.child.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /demo search page: (http:\/\/\S+)/.exec(err);
+        if (m) resolve(m[1]!.replace(/\/$/, ''));
+      });
+      void run.done.then((r) => reject(new Error(`demo exited with ${r.code}: ${r.stderr.slice(-3000)}`)));
+    });
+    assert.deepEqual(await (await fetch(`${url}/indices-list`)).json(), ['demo']);
+    const page = await fetch(`${url}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<form id="search"/);
+    const res = await fetch(`${url}/knn-service`, { method: 'POST', body: JSON.stringify({ text: 'red', modality: 'image', num_images: 5, indice_name: 'demo' }) });
+    assert.equal(res.status, 200);
+    const hits = (await res.json()) as Array<{ id: number; url: string; caption: string; similarity: number }>;
+    assert.equal(hits.length, 5);
+    // The result URLs are the crawl host's images, still served while the page is.
+    const img = await fetch(hits[0]!.url);
+    assert.equal(img.status, 200);
+    // "Search images like this one": the page sends the result's URL (loopback, allowed in the demo).
+    const like = await fetch(`${url}/knn-service`, { method: 'POST', body: JSON.stringify({ image_url: hits[0]!.url, modality: 'image', num_images: 3, indice_name: 'demo' }) });
+    assert.equal(like.status, 200, await like.clone().text());
+  } finally {
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    await rm(root, { recursive: true, force: true });
+    assert.equal(r.code, 0, r.stderr.slice(-2000));
   }
 });

@@ -1,0 +1,142 @@
+// indices_paths.json -> the served indices: per name, its faiss image/text indices (memory-mapped
+// on request), its metadata store and its CLIP model (one model loaded once however many indices
+// name it). Both forms of the file are read: {"name": "folder"} and {"name": {"indice_folder": ...,
+// per-index options}}. A per-index option overrides the command line; an absent one takes the
+// command line's value (clip-retrieval instead carries the previous entry's values over, an
+// accident of its loader that we do not copy).
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
+import { QueryEncoder } from './encoder.ts';
+import { openMetadata, type MetadataSource } from './metadata-store.ts';
+
+export const DEFAULT_COLUMNS = ['url', 'image_path', 'caption', 'NSFW'];
+
+/** The per-index settings (clip-retrieval's names). */
+export interface IndexSettings {
+  indice_folder: string;
+  clip_model: string | null;
+  enable_faiss_memory_mapping: boolean;
+  columns_to_return: string[];
+}
+
+/** Keys clip-retrieval accepts whose features this back end does not have: accepted and reported. */
+const ACCEPTED_UNUSED = ['enable_hdf5', 'reorder_metadata_by_ivf_index', 'enable_mclip_option', 'use_jit', 'use_arrow', 'provide_safety_model', 'provide_violence_detector', 'provide_aesthetic_embeddings'];
+
+export class IndicesConfigError extends Error {}
+
+/** Reads and checks indices_paths.json; relative folders are taken from the file's own folder. */
+export function readIndicesPaths(path: string, defaults: Omit<IndexSettings, 'indice_folder'>): { settings: Map<string, IndexSettings>; notes: string[] } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new IndicesConfigError(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `not valid JSON (${(err as Error).message})`}; it maps index names to folders, e.g. {"my_index": "/data/index_folder"}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new IndicesConfigError(`${path}: expected a JSON object mapping index names to folders`);
+  const base = dirname(resolve(path));
+  const abs = (p: string): string => (isAbsolute(p) ? p : join(base, p));
+  const settings = new Map<string, IndexSettings>();
+  const notes: string[] = [];
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof value === 'string') {
+      settings.set(name, { ...defaults, indice_folder: abs(value) });
+      continue;
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new IndicesConfigError(`${path}: index ${name}: expected a folder string or an object with indice_folder, got ${JSON.stringify(value)}`);
+    const o = value as Record<string, unknown>;
+    if (typeof o.indice_folder !== 'string') throw new IndicesConfigError(`${path}: index ${name}: indice_folder must be a string`);
+    const s: IndexSettings = { ...defaults, indice_folder: abs(o.indice_folder) };
+    for (const [k, v] of Object.entries(o)) {
+      if (k === 'indice_folder') continue;
+      if (k === 'clip_model') {
+        if (typeof v !== 'string') throw new IndicesConfigError(`${path}: index ${name}: clip_model must be a model folder path`);
+        s.clip_model = abs(v);
+      } else if (k === 'enable_faiss_memory_mapping') {
+        if (typeof v !== 'boolean') throw new IndicesConfigError(`${path}: index ${name}: ${k} must be true or false`);
+        s.enable_faiss_memory_mapping = v;
+      } else if (k === 'columns_to_return') {
+        if (!Array.isArray(v) || !v.every((c) => typeof c === 'string')) throw new IndicesConfigError(`${path}: index ${name}: columns_to_return must be a list of column names`);
+        s.columns_to_return = v as string[];
+      } else if (ACCEPTED_UNUSED.includes(k)) {
+        if (v) notes.push(`index ${name}: ${k}=${JSON.stringify(v)} accepted but has no effect here (see the README)`);
+      } else {
+        throw new IndicesConfigError(`${path}: index ${name}: unknown option ${k}`);
+      }
+    }
+    settings.set(name, s);
+  }
+  if (settings.size === 0) throw new IndicesConfigError(`${path}: no index listed`);
+  return { settings, notes };
+}
+
+export interface ServedIndex {
+  name: string;
+  settings: IndexSettings;
+  image: NativeIndex | null;
+  text: NativeIndex | null;
+  metadata: MetadataSource;
+  encoder: QueryEncoder | null;
+  /** columns_to_return that the metadata has. */
+  columns: string[];
+  dim: number;
+}
+
+/** Opens every index; the first name is the default index. */
+export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
+  const encoders = new Map<string, Promise<QueryEncoder>>();
+  const out = new Map<string, ServedIndex>();
+  try {
+    for (const [name, s] of settings) {
+      if (!existsSync(s.indice_folder)) throw new IndicesConfigError(`index ${name}: folder ${s.indice_folder} does not exist`);
+      const t = performance.now();
+      const open = async (file: string): Promise<NativeIndex | null> => {
+        const p = join(s.indice_folder, file);
+        if (!existsSync(p)) return null;
+        const index = await readIndex(p, { mmap: s.enable_faiss_memory_mapping });
+        const infos = join(s.indice_folder, file.replace(/\.index$/, '.json'));
+        // The tuned search parameters (nprobe, efSearch) written by `run.ts index`.
+        if (existsSync(infos)) {
+          const param = (JSON.parse(readFileSync(infos, 'utf8')) as { index_param?: unknown }).index_param;
+          if (typeof param === 'string' && param.trim()) index.setParameters(param);
+        }
+        return index;
+      };
+      const image = await open('image.index');
+      const text = await open('text.index');
+      if (!image && !text) throw new IndicesConfigError(`index ${name}: ${s.indice_folder} has neither image.index nor text.index`);
+      const metadata = await openMetadata(s.indice_folder, { rowFile: opts.rowFile, log: opts.log });
+      let encoder: QueryEncoder | null = null;
+      if (s.clip_model) {
+        let p = encoders.get(s.clip_model);
+        if (!p) encoders.set(s.clip_model, (p = QueryEncoder.open(s.clip_model, opts.threads)));
+        encoder = await p;
+      }
+      const dim = (image ?? text)!.d;
+      if (image && text && image.d !== text.d) throw new IndicesConfigError(`index ${name}: image.index has ${image.d} dimensions and text.index ${text.d}`);
+      if (encoder && encoder.dim !== dim) throw new IndicesConfigError(`index ${name}: the model ${s.clip_model} gives ${encoder.dim} dimensions, the index has ${dim}`);
+      const served: ServedIndex = { name, settings: s, image, text, metadata, encoder, columns: s.columns_to_return.filter((c) => metadata.columns.includes(c)), dim };
+      out.set(name, served);
+      opts.log(
+        `index ${name}: ${s.indice_folder}: image ${image ? `${image.ntotal} vectors` : 'none'}, text ${text ? `${text.ntotal} vectors` : 'none'}, ${dim} dims, ` +
+          `metadata ${metadata.rowCount} rows (${served.columns.join(', ') || 'no columns'} returned, ${metadata.constructor.name === 'RowFileStore' ? 'row file' : 'DuckDB over parquet'}), model ${s.clip_model ?? 'none (embedding_input only)'}, ` +
+          `${s.enable_faiss_memory_mapping ? 'memory-mapped' : 'in memory'}, opened in ${((performance.now() - t) / 1000).toFixed(2)} s`,
+      );
+      if ((image && metadata.rowCount !== image.ntotal) || (!image && text && metadata.rowCount !== text.ntotal)) {
+        opts.log(`index ${name}: warning: metadata has ${metadata.rowCount} rows but the index ${(image ?? text)!.ntotal} vectors`);
+      }
+    }
+  } catch (err) {
+    closeIndices(out);
+    throw err;
+  }
+  return out;
+}
+
+export function closeIndices(indices: Map<string, ServedIndex>): void {
+  for (const s of indices.values()) {
+    void s.metadata.close();
+    s.image?.dispose();
+    s.text?.dispose();
+  }
+}
