@@ -15,7 +15,8 @@ import { defineCli, isMainModule } from '../lib/cli.ts';
 import { log } from '../lib/log.ts';
 import { NpyWriter } from '../lib/npy.ts';
 import { openDb, sqlString } from '../lib/parquet.ts';
-import { clusteredVectors, seededRandom } from '../test/helpers/clustered-vectors.ts';
+import { seededRandom } from '../lib/random.ts';
+import { clusteredVectors } from '../test/helpers/clustered-vectors.ts';
 
 const cli = defineCli({
   command: 'npx tsx bench/back.ts',

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { defineCli } from '../lib/cli.ts';
-import { Rng } from '../demo/random.ts';
+import { Rng } from '../lib/random.ts';
 import { startNginx } from './nginx.ts';
 
 const cli = defineCli({

@@ -21,7 +21,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { Rng } from '../demo/random.ts';
+import { Rng } from '../lib/random.ts';
 
 export const PHOTO_PACKAGES = ['mate-backgrounds', 'ukui-wallpapers', 'lomiri-wallpapers-16.04', 'lomiri-wallpapers-20.04', 'plasma-workspace-wallpapers'];
 

@@ -62,7 +62,11 @@ http {
 `,
   );
   const child = spawn('nginx', ['-c', conf, '-p', w], { stdio: 'inherit' });
+  let spawnError: Error | null = null;
+  child.on('error', (err) => (spawnError = err));
   await new Promise((r) => setTimeout(r, 500));
-  if (child.exitCode !== null) throw new Error('nginx did not start; install it with: apt-get install -y nginx-light');
+  if (spawnError !== null || child.exitCode !== null) {
+    throw new Error(`nginx did not start${spawnError ? ` (${(spawnError as Error).message})` : ''}; install it with: apt-get install -y nginx-light`);
+  }
   return { port, origin: `http://127.0.0.1:${port}`, stop: () => child.kill('SIGQUIT') };
 }

@@ -2,7 +2,7 @@
 // pandas `to_csv(sep="|", index=False)` with minimal quoting, varying column sets, duplicate
 // (URL, TEXT) pairs within and across files, awkward captions, a few broken rows, some gzipped.
 import { gzipSync } from 'node:zlib';
-import { Rng } from './random.ts';
+import { Rng } from '../lib/random.ts';
 
 /** The column sets workers wrote at different times; the last one has no CLIP score. */
 export const COLUMN_SETS = {

@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants as zlibConstants, crc32 as zlibCrc32, deflateRawSync, gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { RouteHandler } from './crawl-host.ts';
-import { Rng } from './random.ts';
+import { Rng } from '../lib/random.ts';
 
 export type FaultKind =
   | 'ok'

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp, { type Sharp } from 'sharp';
 import type { RouteHandler } from './crawl-host.ts';
 import { serveFile } from './crawl-host.ts';
-import { Rng } from './random.ts';
+import { Rng } from '../lib/random.ts';
 
 export type ImageFormat = 'jpeg' | 'png' | 'webp' | 'gif';
 

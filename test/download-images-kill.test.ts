@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { startCrawlHost, type CrawlHost, type RouteHandler } from '../demo/crawl-host.ts';
 import { faultsRoute } from '../demo/faults.ts';
 import { imagesRoute } from '../demo/images.ts';
-import { Rng } from '../demo/random.ts';
+import { Rng } from '../lib/random.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { readTarSamples } from '../lib/webdataset/tar-reader.ts';
 import { REPO_ROOT, startCli, type CliRun } from './helpers/cli-process.ts';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { Rng } from '../demo/random.ts';
+import { Rng } from '../lib/random.ts';
 import { readTarSamples } from '../lib/webdataset/tar-reader.ts';
 import { REPO_ROOT, runCli } from './helpers/cli-process.ts';
 

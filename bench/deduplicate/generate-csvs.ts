@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { AWKWARD_CAPTIONS, COLUMN_SETS, csvLine, type ColumnSetName } from '../../demo/crawl-csv.ts';
-import { Rng } from '../../demo/random.ts';
+import { Rng } from '../../lib/random.ts';
 
 export interface BenchCrawlOptions {
   root: string;

@@ -5,6 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createIndex, type Metric, type NativeIndex } from '../../lib/faiss/index.ts';
 import { readNpyHeader, readNpyRows } from '../../lib/npy.ts';
+import { seededRandom } from '../../lib/random.ts';
 
 export interface EmbeddingFile {
   path: string;
@@ -50,23 +51,11 @@ export async function describeFiles(paths: readonly string[], firstId = 0): Prom
   return { files, total: total - firstId, d };
 }
 
-/** Seeded PRNG (mulberry32) so samples are reproducible for a given seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** `count` distinct ids from [0, total) minus `exclude`, uniformly at random, sorted. */
 export function sampleIds(total: number, count: number, seed: number, exclude?: ReadonlySet<number>): number[] {
   const available = total - (exclude?.size ?? 0);
   const want = Math.min(count, available);
-  const rand = rng(seed);
+  const rand = seededRandom(seed);
   if (want >= available * 0.5) {
     // dense: shuffle-select over the whole range
     const all: number[] = [];

@@ -1,17 +1,7 @@
 // Generated test embeddings: L2-normalised points around random cluster centres (CLIP embeddings are
 // clustered, and uniform random vectors make every ANN index look bad), from a seeded generator.
 
-/** mulberry32: small, fast, deterministic. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../../lib/random.ts';
 
 function gaussian(rand: () => number): number {
   const u = Math.max(rand(), 1e-12);
