@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "jpeg-codec.h"
+#include "resample.h"
 
 namespace clip_preprocess {
 namespace {
@@ -27,12 +28,6 @@ namespace {
 // ---- PIL's resampling filters (Pillow's Resample.c, by value: resample ids as in preprocessor_config.json).
 
 enum Filter { kNearest = 0, kLanczos = 1, kBilinear = 2, kBicubic = 3, kBox = 4, kHamming = 5 };
-
-double SincPi(double x) {
-  if (x == 0.0) return 1.0;
-  x *= M_PI;
-  return std::sin(x) / x;
-}
 
 double FilterSupport(int f) {
   switch (f) {
@@ -62,7 +57,7 @@ double FilterAt(int f, double x) {
       if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
       return 0.0;
     }
-    case kLanczos: return (x > -3.0 && x < 3.0) ? SincPi(x) * SincPi(x / 3.0) : 0.0;
+    case kLanczos: return (x > -3.0 && x < 3.0) ? imageops::Sinc(x) * imageops::Sinc(x / 3.0) : 0.0;
     default: return 0.0;
   }
 }

@@ -24,13 +24,13 @@ bool ParseKernel(const std::string& name, Kernel* k) {
   return true;
 }
 
-namespace {
-
 double Sinc(double x) {
   if (x == 0.0) return 1.0;
   x *= M_PI;
   return std::sin(x) / x;
 }
+
+namespace {
 
 double KernelSupport(Kernel k) {
   switch (k) {
