@@ -9,7 +9,7 @@ import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { abandonOutput, claimOutputFolder, publishOutput, startStaging, type OutputClaim } from './output-folder.ts';
 import { parquetSource } from './parquet-input.ts';
-import { checkMemoryLimit, checkThreads } from './settings.ts';
+import { checkDbFlags } from './settings.ts';
 import { ROW_GROUP_SIZE } from './pipeline.ts';
 
 export const filterCli = defineCli({
@@ -121,8 +121,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const out = flags.outputFolder;
   let db: Db | undefined;
   try {
-    checkThreads(flags.threads);
-    await checkMemoryLimit(flags.memoryLimit);
+    await checkDbFlags(flags);
   } catch (err) {
     log.error(errorMessage(err));
     return 2;

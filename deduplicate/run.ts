@@ -4,7 +4,7 @@ import { CliError, defineCli, isMainModule } from '../lib/cli.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { lockOutputOrExit } from '../lib/output-lock.ts';
 import { deduplicate, type DedupSummary } from './pipeline.ts';
-import { MAX_PARTS, checkMemoryLimit, checkThreads, parseDelimiter } from './settings.ts';
+import { MAX_PARTS, checkDbFlags, parseDelimiter } from './settings.ts';
 
 export const dedupCli = defineCli({
   command: 'npx tsx deduplicate/run.ts',
@@ -36,9 +36,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     // Bad values are one line naming the flag, before any work (exit 2).
     if (!(flags.parts >= 1 && flags.parts <= MAX_PARTS)) throw new CliError(`--parts ${flags.parts}: must be between 1 and ${MAX_PARTS}`);
     delimiter = parseDelimiter(flags.delimiter);
-    checkThreads(flags.threads);
     if (flags.requireColumn.trim() === '') throw new CliError('--require-column must name a column, e.g. similarity');
-    await checkMemoryLimit(flags.memoryLimit);
+    await checkDbFlags(flags);
   } catch (err) {
     log.error(errorMessage(err));
     return 2;

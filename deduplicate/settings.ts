@@ -25,7 +25,7 @@ export function parseDelimiter(raw: string): string {
   return d;
 }
 
-export function checkThreads(threads: number): void {
+function checkThreads(threads: number): void {
   if (threads < 1 || threads > MAX_THREADS) throw new CliError(`--threads ${threads}: must be between 1 and ${MAX_THREADS}`);
 }
 
@@ -33,7 +33,7 @@ export function checkThreads(threads: number): void {
  * A DuckDB memory limit such as 8GB, 500MB or 1.5GiB, checked by DuckDB itself (on an empty
  * in-memory database) so that what passes here also passes later.
  */
-export async function checkMemoryLimit(value: string): Promise<void> {
+async function checkMemoryLimit(value: string): Promise<void> {
   const bad = (why: string): CliError => new CliError(`--memory-limit ${JSON.stringify(value)}: ${why}; write e.g. 8GB, 500MB or 1.5GiB`);
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
   if (!m) throw bad('not a size');
@@ -46,4 +46,10 @@ export async function checkMemoryLimit(value: string): Promise<void> {
   } finally {
     instance?.closeSync();
   }
+}
+
+/** --threads and --memory-limit, the two flags every deduplicate CLI hands to DuckDB. */
+export async function checkDbFlags(flags: { threads: number; memoryLimit: string }): Promise<void> {
+  checkThreads(flags.threads);
+  await checkMemoryLimit(flags.memoryLimit);
 }

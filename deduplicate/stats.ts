@@ -8,7 +8,7 @@ import { errorMessage, log } from '../lib/log.ts';
 import { openDb } from '../lib/parquet.ts';
 import { Progress } from '../lib/progress.ts';
 import { parquetSource } from './parquet-input.ts';
-import { checkMemoryLimit, checkThreads } from './settings.ts';
+import { checkDbFlags } from './settings.ts';
 import { renderPlots } from './plots.ts';
 import { computeStats, statsMarkdown } from './statistics.ts';
 
@@ -27,8 +27,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const { flags } = statsCli.run(argv);
   const started = Date.now();
   try {
-    checkThreads(flags.threads);
-    await checkMemoryLimit(flags.memoryLimit);
+    await checkDbFlags(flags);
   } catch (err) {
     log.error(errorMessage(err));
     return 2;
