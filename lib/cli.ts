@@ -134,6 +134,12 @@ export interface Cli<T extends FlagTable> {
    * prints a one-line error and exits 2, otherwise the effective settings are printed to stderr.
    */
   run(argv?: readonly string[]): ParseResult<T>;
+  /**
+   * run() for a main() that returns its exit code instead of exiting (subcommands, in-process
+   * callers): `--help` gives 0, a bad command line or a throwing `check` a one-line error and 2;
+   * otherwise the settings are printed and the parse comes back with what `check` returned.
+   */
+  start<C = undefined>(argv: readonly string[], check?: (flags: ParsedFlags<T>) => C): (ParseResult<T> & { checked: C }) | number;
 }
 
 export function defineCli<const T extends FlagTable>(spec: CliSpec<T>): Cli<T> {
@@ -233,12 +239,34 @@ export function defineCli<const T extends FlagTable>(spec: CliSpec<T>): Cli<T> {
     }
     return exitOnCliError(() => {
       const parsed = parse(argv);
-      process.stderr.write(`${spec.command}${parsed.positionals.map((p) => ` ${p}`).join('')}, settings:\n${describe(parsed.flags)}\n`);
+      printSettings(parsed);
       return parsed;
     });
   }
 
-  return { parse, help, describe, run };
+  function printSettings(parsed: ParseResult<T>): void {
+    process.stderr.write(`${spec.command}${parsed.positionals.map((p) => ` ${p}`).join('')}, settings:\n${describe(parsed.flags)}\n`);
+  }
+
+  function start<C = undefined>(argv: readonly string[], check?: (flags: ParsedFlags<T>) => C): (ParseResult<T> & { checked: C }) | number {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(help());
+      return 0;
+    }
+    let parsed: ParseResult<T>;
+    let checked: C;
+    try {
+      parsed = parse(argv);
+      checked = check ? check(parsed.flags) : (undefined as C);
+    } catch (err) {
+      process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 2;
+    }
+    printSettings(parsed);
+    return { ...parsed, checked };
+  }
+
+  return { parse, help, describe, run, start };
 }
 
 /** Flag names a typo probably meant: close in edit distance, or sharing a long prefix. */

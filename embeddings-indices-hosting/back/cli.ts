@@ -52,25 +52,15 @@ function bytes(flag: string, raw: string): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(backCli.help());
-    return 0;
-  }
-  let flags: ReturnType<typeof backCli.parse>['flags'];
-  let maxImageBytes: number;
-  let maxBodyBytes: number;
-  try {
-    flags = backCli.parse(argv).flags;
-    maxImageBytes = bytes('max-image-bytes', flags.maxImageBytes);
-    maxBodyBytes = bytes('max-body-bytes', flags.maxBodyBytes);
-    if (flags.port < 0 || flags.port > 65535) throw new CliError('--port must be 0-65535');
-    if (flags.maxResultIds < 1) throw new CliError('--max-result-ids must be >= 1');
-    if (!(flags.imageUrlTimeout > 0)) throw new CliError('--image-url-timeout must be > 0');
-  } catch (err) {
-    process.stderr.write(`error: ${errorMessage(err)}\n`);
-    return 2;
-  }
-  process.stderr.write(`npx tsx embeddings-indices-hosting/run.ts back, settings:\n${backCli.describe(flags)}\n`);
+  const cmd = backCli.start(argv, (f) => {
+    const limits = { maxImageBytes: bytes('max-image-bytes', f.maxImageBytes), maxBodyBytes: bytes('max-body-bytes', f.maxBodyBytes) };
+    if (f.port < 0 || f.port > 65535) throw new CliError('--port must be 0-65535');
+    if (f.maxResultIds < 1) throw new CliError('--max-result-ids must be >= 1');
+    if (!(f.imageUrlTimeout > 0)) throw new CliError('--image-url-timeout must be > 0');
+    return limits;
+  });
+  if (typeof cmd === 'number') return cmd;
+  const { flags, checked: { maxImageBytes, maxBodyBytes } } = cmd;
   const threads = flags.nbCores ?? availableParallelism();
   let indices;
   try {

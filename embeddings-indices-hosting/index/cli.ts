@@ -71,26 +71,15 @@ async function copyMetadata(from: string, to: string): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(indexCli.help());
-    return 0;
-  }
-  let flags: ReturnType<typeof indexCli.parse>['flags'];
-  let budget: number;
-  let currentMemory: number;
-  try {
-    flags = indexCli.parse(argv).flags;
-    budget = parseMemory(flags.maxIndexMemoryUsage);
-    currentMemory = parseMemory(flags.currentMemoryAvailable);
-    if (!existsSync(flags.embeddingsFolder)) throw new CliError(`--embeddings-folder ${flags.embeddingsFolder} does not exist`);
-    if (flags.nbCores !== null && flags.nbCores < 1) throw new CliError('--nb-cores must be >= 1');
-    if (!(flags.maxIndexQueryTimeMs > 0)) throw new CliError('--max-index-query-time-ms must be > 0');
-    if (!(flags.targetRecall > 0 && flags.targetRecall <= 1)) throw new CliError('--target-recall must be in (0, 1]');
-  } catch (err) {
-    process.stderr.write(`error: ${errorMessage(err)}\n`);
-    return 2;
-  }
-  process.stderr.write(`npx tsx embeddings-indices-hosting/run.ts index, settings:\n${indexCli.describe(flags)}\n`);
+  const cmd = indexCli.start(argv, (f) => {
+    if (!existsSync(f.embeddingsFolder)) throw new CliError(`--embeddings-folder ${f.embeddingsFolder} does not exist`);
+    if (f.nbCores !== null && f.nbCores < 1) throw new CliError('--nb-cores must be >= 1');
+    if (!(f.maxIndexQueryTimeMs > 0)) throw new CliError('--max-index-query-time-ms must be > 0');
+    if (!(f.targetRecall > 0 && f.targetRecall <= 1)) throw new CliError('--target-recall must be in (0, 1]');
+    return { budget: parseMemory(f.maxIndexMemoryUsage), currentMemory: parseMemory(f.currentMemoryAvailable) };
+  });
+  if (typeof cmd === 'number') return cmd;
+  const { flags, checked: { budget, currentMemory } } = cmd;
   try {
     loadFaiss();
   } catch (err) {

@@ -72,21 +72,13 @@ export async function scoreOne(indexPath: string, embeddingsFolder: string, opts
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(scoreCli.help());
-    return 0;
-  }
-  let flags: ReturnType<typeof scoreCli.parse>['flags'];
-  try {
-    flags = scoreCli.parse(argv).flags;
-    if (flags.queries < 1) throw new CliError('--queries must be >= 1');
-    if (!existsSync(flags.indexFolder)) throw new CliError(`--index-folder ${flags.indexFolder} does not exist`);
-    if (!existsSync(flags.embeddingsFolder)) throw new CliError(`--embeddings-folder ${flags.embeddingsFolder} does not exist`);
-  } catch (err) {
-    process.stderr.write(`error: ${errorMessage(err)}\n`);
-    return 2;
-  }
-  process.stderr.write(`npx tsx embeddings-indices-hosting/run.ts score, settings:\n${scoreCli.describe(flags)}\n`);
+  const cmd = scoreCli.start(argv, (f) => {
+    if (f.queries < 1) throw new CliError('--queries must be >= 1');
+    if (!existsSync(f.indexFolder)) throw new CliError(`--index-folder ${f.indexFolder} does not exist`);
+    if (!existsSync(f.embeddingsFolder)) throw new CliError(`--embeddings-folder ${f.embeddingsFolder} does not exist`);
+  });
+  if (typeof cmd === 'number') return cmd;
+  const { flags } = cmd;
   try {
     loadFaiss();
   } catch (err) {

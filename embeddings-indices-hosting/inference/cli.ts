@@ -48,14 +48,7 @@ export const cli = defineCli({
 });
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(cli.help());
-    return 0;
-  }
-  let parsed;
-  try {
-    parsed = cli.parse(argv);
-    const f = parsed.flags;
+  const cmd = cli.start(argv, (f) => {
     if (f.batchSize < 1) throw new CliError('--batch-size must be at least 1');
     if (f.numPreproWorkers < 1) throw new CliError('--num-prepro-workers must be at least 1');
     if (f.intraOpThreads < 0) throw new CliError('--intra-op-threads must be 0 or more');
@@ -64,21 +57,15 @@ export async function main(argv: string[]): Promise<number> {
     if (!f.enableImage && !f.enableText) throw new CliError('--enable-image and --enable-text are both False: nothing to embed');
     if (f.useMclip) throw new CliError('--use-mclip True is not supported: export the multilingual text model to ONNX as text_model.onnx instead');
     if (f.enableWandb) throw new CliError('--enable-wandb True is not supported');
-  } catch (err) {
-    if (err instanceof CliError) {
-      process.stderr.write(`error: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  const f = parsed.flags;
-  process.stderr.write(`embeddings-indices-hosting/run.ts inference, settings:\n${cli.describe(f)}\n`);
+  });
+  if (typeof cmd === 'number') return cmd;
+  const f = cmd.flags;
   // Preprocessing runs on libuv's pool: make it as wide as the images kept in flight.
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.numPreproWorkers));
 
   try {
     // Inputs first: listing them is cheap, loading a model is not.
-    const inputs = [f.inputDataset, ...parsed.positionals];
+    const inputs = [f.inputDataset, ...cmd.positionals];
     const source = await openSource(f.inputFormat as InputFormat, inputs, {
       enableImage: f.enableImage,
       enableText: f.enableText,
