@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
 import { runCli, startCli } from './helpers/cli-process.ts';
+import { filesBelow } from './helpers/file-tree.ts';
 
 const SCRIPT = 'download_csv/run.ts';
 const CSV_GLOBS = '*.csv,*.csv.gz';
@@ -164,19 +165,6 @@ test('a partial file whose server copy changed is fetched again whole (If-Range)
 
 async function partBytes(dir: string): Promise<number> {
   let n = 0;
-  const walk = async (d: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.name.endsWith('.part')) n += (await stat(p)).size;
-    }
-  };
-  await walk(dir);
+  for (const p of await filesBelow(dir)) if (p.endsWith('.part')) n += (await stat(p)).size;
   return n;
 }

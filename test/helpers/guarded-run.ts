@@ -2,10 +2,11 @@
 // stalling the suite), the one-line error check, and hashes of a folder to prove the files a run
 // does not own are untouched.
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import assert from 'node:assert/strict';
 import { startCli, type CliRun } from './cli-process.ts';
+import { filesBelow } from './file-tree.ts';
 
 export interface GuardedRun extends CliRun {
   /** True when the deadline killed it. */
@@ -55,20 +56,7 @@ export function assertOneErrorLine(stderr: string, ...patterns: RegExp[]): strin
 /** sha256 of every file below `dir`, by relative path. */
 export async function hashTree(dir: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  const walk = async (d: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) out.set(relative(dir, p), createHash('sha256').update(await readFile(p)).digest('hex'));
-    }
-  };
-  await walk(dir);
+  for (const p of await filesBelow(dir)) out.set(relative(dir, p), createHash('sha256').update(await readFile(p)).digest('hex'));
   return out;
 }
 
