@@ -2,8 +2,9 @@
 // padding, crop offsets, error strings and encode settings. Three engines:
 // - fast (the default when lib/image-ops is built): plain JPEGs are decoded by libjpeg-turbo with
 //   DCT-domain downscaling, resampled (exact INTER_AREA footprints for "area"), padded or cropped
-//   and encoded in one call off the JS thread; other inputs are decoded by sharp, then go through
-//   the same resampler and encoder. About half the CPU of the sharp engine (download_images/README).
+//   and encoded in one call off the JS thread; so are 8-bit PNGs and still WebPs (libspng,
+//   libwebp) without a profile or EXIF; other inputs are decoded by sharp, then go through the
+//   same resampler and encoder. About half the CPU of the sharp engine (download_images/README).
 // - exact: the same without DCT-domain downscaling, and OpenCV's Lanczos4 when shrinking too: what
 //   OpenCV does, so a plain JPEG comes out byte-identical to img2dataset's with its area / lanczos
 //   interpolations (test/resizer-exact.test.ts), at about the CPU of sharp.
@@ -13,6 +14,7 @@
 // any pixel is decoded.
 import sharp, { type KernelEnum, type Sharp, type SharpOptions } from 'sharp';
 import { dctScaleDenom, isJpeg, loadImageOps, readJpegMarkers, type ImageOp, type ImageOps, type RawImage, type ResampleKernel } from '../lib/image-ops/index.ts';
+import { readPngOrWebpHeader } from '../lib/image-ops/png-webp-header.ts';
 import { blurBoxes } from './blurrer.ts';
 
 export type ResizeMode = 'no' | 'border' | 'keep_ratio' | 'keep_ratio_largest' | 'center_crop';
@@ -268,6 +270,8 @@ interface Probe {
    * profiles (Display P3, Adobe RGB, a CMYK press profile) go to libvips, which colour-manages them.
    */
   plainJpeg: boolean;
+  /** The addon decodes it with libvips' pixels: an 8-bit PNG or still WebP without profile or EXIF. */
+  plainPngOrWebp: boolean;
 }
 
 const PLAIN_JPEG_SPACES = new Set(['ycbcr', 'grayscale', 'rgb']);
@@ -286,15 +290,18 @@ async function probe(input: Buffer, ops: ImageOps | null): Promise<Probe | null>
         orientation: m.orientation,
         hasAlpha: false,
         plainJpeg: PLAIN_JPEG_SPACES.has(h.colorSpace) ? !m.hasIccProfile || m.iccIsSrgb : CMYK_JPEG_SPACES.has(h.colorSpace) && !m.hasIccProfile,
+        plainPngOrWebp: false,
       };
     } catch {
       // Not something libjpeg reads: let libvips try.
     }
   }
+  const pngOrWebp = ops ? readPngOrWebpHeader(input) : null;
+  if (pngOrWebp) return { width: pngOrWebp.width, height: pngOrWebp.height, orientation: 1, hasAlpha: pngOrWebp.hasAlpha, plainJpeg: false, plainPngOrWebp: true };
   try {
     const meta = await sharp(input, { limitInputPixels: false, failOn: 'none', pages: 1 }).metadata();
     if (!meta.width || !meta.height) return null;
-    return { width: meta.width, height: meta.height, orientation: meta.orientation ?? 1, hasAlpha: meta.hasAlpha, plainJpeg: false };
+    return { width: meta.width, height: meta.height, orientation: meta.orientation ?? 1, hasAlpha: meta.hasAlpha, plainJpeg: false, plainPngOrWebp: false };
   } catch {
     return null;
   }
@@ -342,19 +349,21 @@ export function createResizer(opts: ResizerOptions): (input: Buffer, bboxes?: nu
     return Math.ceil(p.width / d) * Math.ceil(p.height / d);
   };
 
-  /** fast and exact: one addon call for a plain JPEG, libvips decode + addon otherwise. */
+  /** fast and exact: one addon call for a plain JPEG, PNG or WebP, libvips decode + addon otherwise. */
   async function resizeNative(addon: ImageOps, input: Buffer, p: Probe, plan: ResizePlan, boxes: number[][] | null): Promise<Buffer> {
     const resize: ImageOp = plan.resized
       ? { resizeWidth: plan.resizedWidth, resizeHeight: plan.resizedHeight, kernel: plan.downscale ? nativeDown : nativeUp }
       : {};
     const finish: ImageOp = { crop: plan.crop, pad: plan.pad, quality: target === 'jpg' ? jpegQuality : 0 };
     let pixels: RawImage | null = null;
-    if (p.plainJpeg) {
-      try {
+    try {
+      if (p.plainJpeg) {
         pixels = await addon.transformJpeg(input, { denom: dctDenom(p, plan), orientation: p.orientation, ...resize, ...(boxes ? {} : finish) });
-      } catch {
-        // Data libjpeg gives up on: libvips gets its chance below.
+      } else if (p.plainPngOrWebp) {
+        pixels = await addon.transformPngOrWebp(input, { ...resize, ...(boxes ? {} : finish) });
       }
+    } catch {
+      // Data libjpeg, libspng or libwebp give up on: libvips gets its chance below.
     }
     if (!pixels) {
       const { data, info } = await decodeWithSharp(input, p.hasAlpha);

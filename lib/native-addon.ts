@@ -22,7 +22,7 @@ export interface AddonSpec {
 }
 
 export const ADDONS: readonly AddonSpec[] = [
-  { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/jpeg-codec.cc', 'lib/image-ops/resample.cc', 'lib/image-ops/transform.cc', 'lib/image-ops/progressive-refine.cc', 'lib/image-ops/clip-preprocess.cc'], libs: ['-ljpeg'], debianPackages: ['g++', 'libjpeg-dev'] },
+  { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/jpeg-codec.cc', 'lib/image-ops/png-webp-codec.cc', 'lib/image-ops/resample.cc', 'lib/image-ops/transform.cc', 'lib/image-ops/progressive-refine.cc', 'lib/image-ops/clip-preprocess.cc'], libs: ['-ljpeg', '-lspng', '-lwebp'], debianPackages: ['g++', 'libjpeg-dev', 'libspng-dev', 'libwebp-dev'] },
   // Debian ships faiss only as a static PIC libfaiss.a: it links into the addon with OpenBLAS + OpenMP.
   { name: 'faiss', sources: ['lib/faiss/addon.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
 ];

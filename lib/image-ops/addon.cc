@@ -1,7 +1,8 @@
 // The image-ops addon's N-API surface: stage 3's per-image work in one call off the JS thread
 // (decode with DCT-domain downscaling -> resize -> crop or pad -> encode), plus header reads and a
-// synchronous decode for tests. The work itself: jpeg-codec.cc (libjpeg-turbo), resample.cc
-// (kernels), transform.cc (resize, crop, pad), progressive-refine.cc (progressive JPEG scans).
+// synchronous decode for tests. The work itself: jpeg-codec.cc (libjpeg-turbo), png-webp-codec.cc
+// (libspng, libwebp), resample.cc (kernels), transform.cc (resize, crop, pad), progressive-refine.cc
+// (progressive JPEG scans).
 #include <napi.h>
 
 #include <cstdlib>
@@ -16,12 +17,14 @@
 
 #include "clip-preprocess.h"
 #include "jpeg-codec.h"
+#include "png-webp-codec.h"
 #include "transform.h"
 
 namespace {
 
 using imageops::Apply;
 using imageops::Decode;
+using imageops::DecodePngOrWebpRgb;
 using imageops::DecodeRgb;
 using imageops::Encode;
 using imageops::HeaderResult;
@@ -38,16 +41,19 @@ Napi::Buffer<uint8_t> AdoptBuffer(Napi::Env env, uint8_t* data, size_t len) {
   });
 }
 
+// What a TransformWorker's input buffer holds.
+enum class Source { kJpeg, kPngOrWebp, kRaw };
+
 class TransformWorker : public Napi::AsyncWorker {
  public:
-  // jpeg: input is a JPEG file; otherwise raw pixels of width x height x channels.
-  TransformWorker(Napi::Env env, Napi::Buffer<uint8_t> input, bool jpeg, int width, int height, int channels, const Op& op)
+  // kRaw: pixels of width x height x channels; otherwise an encoded file, decoded to RGB.
+  TransformWorker(Napi::Env env, Napi::Buffer<uint8_t> input, Source source, int width, int height, int channels, const Op& op)
       : Napi::AsyncWorker(env, "image-ops"),
         deferred_(Napi::Promise::Deferred::New(env)),
         input_(Napi::Persistent(input)),
         data_(input.Data()),
         len_(input.Length()),
-        jpeg_(jpeg),
+        source_(source),
         width_(width),
         height_(height),
         channels_(channels),
@@ -62,9 +68,13 @@ class TransformWorker : public Napi::AsyncWorker {
     char message[imageops::kMessageSize] = {0};
     const uint8_t* src = data_;
     int w = width_, h = height_, c = channels_;
-    if (jpeg_) {
+    if (source_ == Source::kJpeg) {
       bool refinedHere;
       if (!DecodeRgb(data_, len_, op_.denom, true, &decoded_, &w, &h, &refinedHere, message)) return SetError(message);
+    } else if (source_ == Source::kPngOrWebp) {
+      if (!DecodePngOrWebpRgb(data_, len_, &decoded_, &w, &h, message)) return SetError(message);
+    }
+    if (source_ != Source::kRaw) {
       src = decoded_;
       c = 3;
     }
@@ -102,7 +112,7 @@ class TransformWorker : public Napi::AsyncWorker {
   Napi::Reference<Napi::Buffer<uint8_t>> input_;
   const uint8_t* data_;
   size_t len_;
-  bool jpeg_;
+  Source source_;
   int width_, height_, channels_;
   Op op_;
   uint8_t* decoded_ = nullptr;
@@ -202,7 +212,19 @@ Napi::Value DecodeJpegJs(const Napi::CallbackInfo& info) {
 Napi::Value TransformJpegJs(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> buf = BufferArg(info, 0);
   Op op = ParseOp(info.Env(), info[1]);
-  auto* w = new TransformWorker(info.Env(), buf, true, 0, 0, 3, op);
+  auto* w = new TransformWorker(info.Env(), buf, Source::kJpeg, 0, 0, 3, op);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// transformPngOrWebp(pngOrWebpBytes, op) -> Promise<{ data, width, height, channels }>; rejects what
+// png-webp-codec.cc leaves to libvips.
+Napi::Value TransformPngOrWebpJs(const Napi::CallbackInfo& info) {
+  Napi::Buffer<uint8_t> buf = BufferArg(info, 0);
+  Op op = ParseOp(info.Env(), info[1]);
+  op.denom = 1;
+  auto* w = new TransformWorker(info.Env(), buf, Source::kPngOrWebp, 0, 0, 3, op);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -217,7 +239,7 @@ Napi::Value TransformRawJs(const Napi::CallbackInfo& info) {
   Op op = ParseOp(info.Env(), info[4]);
   op.denom = 1;
   if (op.quality > 0 && channels != 1 && channels != 3) throw Napi::RangeError::New(info.Env(), "JPEG output needs 1 or 3 channels");
-  auto* w = new TransformWorker(info.Env(), buf, false, width, height, channels, op);
+  auto* w = new TransformWorker(info.Env(), buf, Source::kRaw, width, height, channels, op);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -238,6 +260,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readHeader", Napi::Function::New(env, ReadHeaderJs));
   exports.Set("decodeJpeg", Napi::Function::New(env, DecodeJpegJs));
   exports.Set("transformJpeg", Napi::Function::New(env, TransformJpegJs));
+  exports.Set("transformPngOrWebp", Napi::Function::New(env, TransformPngOrWebpJs));
   exports.Set("transformRaw", Napi::Function::New(env, TransformRawJs));
   exports.Set("trimHeap", Napi::Function::New(env, TrimHeapJs));
   exports.Set("libjpegVersion", imageops::LibjpegVersion());

@@ -1,5 +1,5 @@
 // Typed face of the image addon (addon.cc the N-API glue; jpeg-codec.cc libjpeg-turbo decode and
-// encode; resample.cc our resampler; transform.cc orientation, resize, crop, pad) plus the header
+// encode; png-webp-codec.cc libspng and libwebp decode; resample.cc our resampler; transform.cc orientation, resize, crop, pad) plus the header
 // facts libjpeg does not report (EXIF orientation, an embedded ICC profile), read from the marker
 // segments in JS.
 import { loadAddon } from '../native-addon.ts';
@@ -49,6 +49,12 @@ export interface ImageOps {
   readHeader(input: Buffer): JpegHeader;
   /** JPEG in (decoded to RGB); corrupt or truncated data keeps what decoded, as browsers do. */
   transformJpeg(input: Buffer, op: ImageOp): Promise<RawImage>;
+  /**
+   * PNG (bit depth 8 or less) or still WebP in, decoded to RGB by libspng / libwebp with the pixels
+   * libvips gives (alpha flattened on white); rejects 16-bit samples, ICC profiles, EXIF, animation
+   * and data those libraries refuse, which are libvips' to decode.
+   */
+  transformPngOrWebp(input: Buffer, op: ImageOp): Promise<RawImage>;
   transformRaw(pixels: Buffer, width: number, height: number, channels: number, op: ImageOp): Promise<RawImage>;
   /**
    * Synchronous RGB decode at 1/denom, for tests and tools. With ownRefinement (what transformJpeg
