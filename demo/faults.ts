@@ -99,7 +99,7 @@ export const FAULT_KINDS: Readonly<Record<FaultKind, FaultExpectation>> = {
     description: 'half a status line, then a TCP reset',
     // A client that reads the partial headers before the reset arrives sees ECONNRESET; one that was
     // descheduled (a loaded machine) finds data and reset queued together, and the kernel reports an
-    // end of stream after the data: urllib says the same two things. A client stalled 50 ms after
+    // end of stream after the data. A client stalled 50 ms after
     // each request got the second in 11 of 30 tries, so both are right here; nothing else is.
     download: { ok: false, error: /^(\[Errno 104\] Connection reset by peer|Remote end closed connection without response)$/ },
     status: 'failed_to_download',
