@@ -1,6 +1,7 @@
 // img2dataset 1.47's `download()` options with the same defaults, plus our network additions
 // (contracts.md section 3), then the validation img2dataset does before any I/O.
 import { CliError, defineCli, parseByteSize, type ParsedFlags } from '../lib/cli.ts';
+import { checkQueueName, checkRedisUrl } from '../lib/distributor/checks.ts';
 import { RESIZER_ENGINES, type ResizerEngine } from './resizer.ts';
 
 export const RESIZE_MODES = ['no', 'border', 'keep_ratio', 'keep_ratio_largest', 'center_crop'] as const;
@@ -140,23 +141,6 @@ function parseLimit(raw: string, flag: string): number {
   if (t === '' || Number.isNaN(n)) throw new CliError(`--${flag}: expected a number or inf, got "${raw}"`);
   if (!(n > 0)) throw new CliError(`--${flag} must be more than 0, got ${raw}`);
   return n;
-}
-
-/** Throws a CliError unless `url` is a redis:// or rediss:// URL (shared with download_images/worker.ts). */
-export function checkRedisUrl(url: string): void {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new CliError(`--redis-url: "${url}" is not a URL; write e.g. redis://127.0.0.1:6379`);
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new CliError(`--redis-url: expected redis:// or rediss://, got "${url}"`);
-  if (u.hostname === '') throw new CliError(`--redis-url: "${url}" names no host`);
-}
-
-/** BullMQ builds Redis keys as `bull:<queue>:...`, so a colon would split the name. */
-export function checkQueueName(name: string): void {
-  if (name === '' || name.includes(':')) throw new CliError(`--queue-name: "${name}" must be non-empty and contain no ':'`);
 }
 
 /** img2dataset's arguments_validator plus our own checks; throws CliError with one line. */
