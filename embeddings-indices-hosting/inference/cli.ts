@@ -2,13 +2,13 @@
 // (snake_case accepted), with CLIP in onnxruntime from a local model folder.
 import { availableParallelism } from 'node:os';
 import { CliError, defineCli } from '../../lib/cli.ts';
+import { checkQueueName, checkRedisUrl } from '../../lib/distributor/checks.ts';
 import { errorMessage, log } from '../../lib/log.ts';
 import { NpyWriter } from '../../lib/npy.ts';
-import { DEVICES, locateModelFiles, ModelFolderError, openImageTower, openTextTower, type Device } from './clip-model.ts';
-import { runInference } from './inference.ts';
-import { ImagePreprocessor, readPreprocessorConfig } from './preprocess.ts';
-import { openSource, partitionCount, SourceError, type InputFormat } from './sources.ts';
-import { ClipTokenizer } from './tokenizer.ts';
+import { DEVICES, locateModelFiles, ModelFolderError, type Device } from './clip-model.ts';
+import { loadModels, runInference, type ModelSettings, type PipelineOptions, type RunSummary } from './inference.ts';
+import { readPreprocessorConfig } from './preprocess.ts';
+import { openSource, partitionCount, SourceError, type InputFormat, type ParquetColumns, type SourceOptions } from './sources.ts';
 
 const cores = availableParallelism();
 
@@ -35,7 +35,13 @@ export const cli = defineCli({
     'parquet-image-column': { type: 'string', default: 'jpg', help: 'parquet input: column with the image bytes (download_images names it after --encode-format)' },
     'parquet-caption-column': { type: 'string', default: 'caption', help: 'parquet input: caption column' },
     'output-partition-count': { type: 'int', default: null, help: 'Partition count instead of the one from --write-batch-size' },
-    'distribution-strategy': { type: 'string', default: 'sequential', choices: ['sequential'], help: 'Only sequential here (pyspark / slurm are clip-retrieval\'s)' },
+    'distribution-strategy': {
+      type: 'string', default: 'sequential', choices: ['sequential', 'bullmq'], aliases: ['distributor'],
+      help: 'sequential (this process) or bullmq (one job per partition on Redis, for workers on several machines: run.ts inference --worker); also spelt --distributor. pyspark / slurm are clip-retrieval\'s',
+    },
+    'redis-url': { type: 'string', default: null, help: 'Redis for --distributor bullmq, e.g. redis://host:6379' },
+    'queue-name': { type: 'string', default: 'inference', help: 'BullMQ queue for --distributor bullmq; one per concurrent run' },
+    'max-partition-retry': { type: 'int', default: 1, min: 0, help: '--distributor bullmq: further tries of a partition whose job failed (a worker killed mid-partition does not count: its job is taken over)' },
     'cache-path': { type: 'string', default: null, help: 'Accepted for clip-retrieval compatibility; tars are read in place' },
     'use-jit': { type: 'bool', default: false, help: 'Accepted for compatibility; onnxruntime optimises the graph itself' },
     'use-mclip': { type: 'bool', default: false, help: 'Not supported (multilingual CLIP); must stay False' },
@@ -44,10 +50,13 @@ export const cli = defineCli({
   epilog: `Examples:
   npx tsx embeddings-indices-hosting/run.ts inference --input_dataset "out/{00000..00041}.tar" --input_format webdataset \\
       --output_folder emb --clip_model models/clip-vit-base-patch32 --enable_metadata True
-  npx tsx embeddings-indices-hosting/run.ts inference --input-dataset out --input-format parquet --output-folder emb --clip-model models/clip --device cuda`,
+  npx tsx embeddings-indices-hosting/run.ts inference --input-dataset out --input-format parquet --output-folder emb --clip-model models/clip --device cuda
+Several machines (see the README): the same command plus --distributor bullmq --redis_url redis://10.0.0.1:6379, then on each machine
+  npx tsx embeddings-indices-hosting/run.ts inference --worker --redis-url redis://10.0.0.1:6379 --output-folder emb   (--worker --help for its flags)`,
 });
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--worker')) return (await import('./worker.ts')).main(argv.filter((a) => a !== '--worker'));
   const cmd = cli.start(argv, (f) => {
     if (f.batchSize < 1) throw new CliError('--batch-size must be at least 1');
     if (f.numPreproWorkers < 1) throw new CliError('--num-prepro-workers must be at least 1');
@@ -57,6 +66,11 @@ export async function main(argv: string[]): Promise<number> {
     if (!f.enableImage && !f.enableText) throw new CliError('--enable-image and --enable-text are both False: nothing to embed');
     if (f.useMclip) throw new CliError('--use-mclip True is not supported: export the multilingual text model to ONNX as text_model.onnx instead');
     if (f.enableWandb) throw new CliError('--enable-wandb True is not supported');
+    if (f.distributionStrategy === 'bullmq') {
+      if (f.redisUrl === null) throw new CliError('--distributor bullmq needs --redis-url, e.g. redis://127.0.0.1:6379');
+      checkRedisUrl(f.redisUrl);
+      checkQueueName(f.queueName);
+    }
   });
   if (typeof cmd === 'number') return cmd;
   const f = cmd.flags;
@@ -66,29 +80,22 @@ export async function main(argv: string[]): Promise<number> {
   try {
     // Inputs first: listing them is cheap, loading a model is not.
     const inputs = [f.inputDataset, ...cmd.positionals];
-    const source = await openSource(f.inputFormat as InputFormat, inputs, {
+    const format = f.inputFormat as InputFormat;
+    const sourceOptions: SourceOptions = {
       enableImage: f.enableImage,
       enableText: f.enableText,
       enableMetadata: f.enableMetadata,
       wdsImageKey: f.wdsImageKey,
       wdsCaptionKey: f.wdsCaptionKey,
       wdsNumberFilePerInputFile: f.wdsNumberFilePerInputFile,
-    }, { image: f.parquetImageColumn, caption: f.parquetCaptionColumn });
+    };
+    const parquetColumns: ParquetColumns = { image: f.parquetImageColumn, caption: f.parquetCaptionColumn };
+    const source = await openSource(format, inputs, sourceOptions, parquetColumns);
     const count = f.outputPartitionCount ?? partitionCount(source, f.writeBatchSize);
     log.info(`${source.elements.length} ${source.format === 'files' ? 'samples' : `${source.format} files`}, about ${source.estimatedSamples} samples, ${count} partition(s)`);
 
-    const files = locateModelFiles(f.clipModel, { image: f.enableImage, text: f.enableText });
-    const session = { device: f.device as Device, intraOpThreads: f.intraOpThreads };
-    const preprocessing = f.enableImage ? readPreprocessorConfig(files.preprocessorConfig) : null;
-    const image = preprocessing ? await openImageTower(files.vision, preprocessing.size, session) : null;
-    const text = f.enableText ? await openTextTower(files.text, session) : null;
-    const tokenizer = f.enableText ? ClipTokenizer.fromModelFiles(files) : null;
-    const preprocessor = preprocessing ? new ImagePreprocessor(preprocessing) : null;
-    log.info(`execution provider: ${f.device} (onnxruntime-node; intra-op threads ${f.intraOpThreads || 'default'})`);
-    if (preprocessing) log.info(`image tower ${files.vision}: ${preprocessing.size}x${preprocessing.size} -> ${image!.dim}; ${preprocessing.describe()}`);
-    if (text) log.info(`text tower ${files.text}: 77 ids${text.takesAttentionMask ? ' + attention_mask' : ''} -> ${text.dim}; tokenizer ${files.tokenizerJson ?? `${files.vocabJson} + ${files.mergesTxt}`}`);
-
-    const summary = await runInference(source, { image, text, preprocessor, tokenizer }, {
+    const model: ModelSettings = { clipModel: f.clipModel, device: f.device as Device, intraOpThreads: f.intraOpThreads, enableImage: f.enableImage, enableText: f.enableText };
+    const pipeline: PipelineOptions = {
       outputFolder: f.outputFolder,
       batchSize: f.batchSize,
       numPreproWorkers: f.numPreproWorkers,
@@ -97,12 +104,38 @@ export async function main(argv: string[]): Promise<number> {
       enableImage: f.enableImage,
       enableText: f.enableText,
       enableMetadata: f.enableMetadata,
-    }, (path, cols) => NpyWriter.create(path, 'float16', cols));
+    };
+    let summary: RunSummary;
+    let failed: string[] = [];
+    if (f.distributionStrategy === 'bullmq') {
+      // The coordinator embeds nothing: it checks the model folder (a bad one fails here, not on
+      // every worker) and queues the partitions. bullmq and ioredis load only in this mode.
+      const files = locateModelFiles(f.clipModel, { image: f.enableImage, text: f.enableText });
+      if (f.enableImage) readPreprocessorConfig(files.preprocessorConfig);
+      const { runInferenceBullmq } = await import('./distributed.ts');
+      const { cancelQueuedJobs } = await import('../../lib/distributor/bullmq-coordinator.ts');
+      // Ctrl-C: withdraw the partitions no worker has started; started ones finish on their workers.
+      const onSigint = (): void => void cancelQueuedJobs().finally(() => process.exit(130));
+      process.once('SIGINT', onSigint);
+      const res = await runInferenceBullmq({
+        source, format, inputs, sourceOptions, parquetColumns, pipeline, model,
+        redisUrl: f.redisUrl!, queueName: f.queueName, maxPartitionRetry: f.maxPartitionRetry,
+      }).finally(() => process.off('SIGINT', onSigint));
+      summary = res;
+      failed = res.failed;
+    } else {
+      const models = await loadModels(model);
+      summary = await runInference(source, models, pipeline, (path, cols) => NpyWriter.create(path, 'float16', cols));
+    }
     const rate = summary.seconds > 0 ? summary.samples / summary.seconds : 0;
     log.info(
       `done: ${summary.samples} samples embedded in ${summary.partitionsDone} partition(s) (${summary.partitionsSkipped} already finished), ` +
         `${summary.skipped} skipped, ${summary.seconds.toFixed(1)} s, ${rate.toFixed(1)} samples/s`,
     );
+    if (failed.length > 0) {
+      process.stderr.write(`error: ${failed.length} partition(s) failed: ${failed.slice(0, 20).join(', ')}${failed.length > 20 ? ', ...' : ''}; rerun the same command to finish them\n`);
+      return 1;
+    }
     return 0;
   } catch (err) {
     if (err instanceof ModelFolderError || err instanceof SourceError) {

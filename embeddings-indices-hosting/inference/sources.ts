@@ -5,7 +5,7 @@
 // partition i % N, so a partition's samples are known before reading it and a rerun reads the same.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { extname, join, relative, sep } from 'node:path';
+import { extname, isAbsolute, join, relative, sep } from 'node:path';
 import { openDb, sqlIdent, sqlString, type Db } from '../../lib/parquet.ts';
 import { readTarSamples } from '../../lib/webdataset/tar-reader.ts';
 
@@ -36,6 +36,17 @@ export interface SourceOptions {
   wdsCaptionKey: string;
   /** Samples per tar assumed when counting partitions (clip-retrieval's wds_number_file_per_input_file). */
   wdsNumberFilePerInputFile: number;
+  /**
+   * Folder that relative input paths are read from (default: the working directory). A BullMQ
+   * worker reads them from the coordinator's working directory, while the names that reach the
+   * outputs (files mode's image_path) stay as the user wrote them.
+   */
+  readRoot?: string;
+}
+
+/** Where a path as given is read from. */
+function readPath(o: SourceOptions, p: string): string {
+  return o.readRoot && !isAbsolute(p) ? join(o.readRoot, p) : p;
 }
 
 export interface Source {
@@ -89,12 +100,13 @@ function listFiles(dir: string, exts: readonly string[]): string[] {
 }
 
 /** The inputs of --input-dataset (plus any further paths a shell's brace expansion produced). */
-function inputPaths(inputs: readonly string[], exts: readonly string[]): string[] {
+function inputPaths(inputs: readonly string[], exts: readonly string[], o: SourceOptions): string[] {
   const paths: string[] = [];
   for (const input of inputs) {
     for (const p of expandBraces(input)) {
-      if (!existsSync(p)) throw new SourceError(`--input-dataset: ${p} does not exist`);
-      if (statSync(p).isDirectory()) paths.push(...listFiles(p, exts).map((f) => join(p, f)));
+      const at = readPath(o, p);
+      if (!existsSync(at)) throw new SourceError(`--input-dataset: ${p} does not exist`);
+      if (statSync(at).isDirectory()) paths.push(...listFiles(at, exts).map((f) => join(p, f)));
       else paths.push(p);
     }
   }
@@ -125,7 +137,7 @@ function parseJsonMeta(bytes: Buffer, where: string): Record<string, unknown> | 
 // ---- webdataset
 
 function webdatasetSource(inputs: readonly string[], o: SourceOptions): Source {
-  const tars = inputPaths(inputs, ['tar']);
+  const tars = inputPaths(inputs, ['tar'], o);
   return {
     format: 'webdataset',
     elements: tars,
@@ -133,7 +145,7 @@ function webdatasetSource(inputs: readonly string[], o: SourceOptions): Source {
     async *read(elements) {
       for (const tar of elements) {
         try {
-          for await (const s of readTarSamples(tar)) {
+          for await (const s of readTarSamples(readPath(o, tar))) {
             const where = `${tar}: ${s.key}`;
             const image = s.members.get(o.wdsImageKey) ?? null;
             const caption = s.members.get(o.wdsCaptionKey) ?? null;
@@ -163,13 +175,14 @@ const IMAGE_EXTS = ['png', 'jpg', 'jpeg', 'bmp', 'webp', 'PNG', 'JPG', 'JPEG', '
 
 function filesSource(inputs: readonly string[], o: SourceOptions): Source {
   if (inputs.length !== 1) throw new SourceError(`--input-dataset: files mode takes one folder, got ${inputs.join(' ')}`);
-  if (!existsSync(inputs[0]!)) throw new SourceError(`--input-dataset: ${inputs[0]} does not exist`);
-  if (!statSync(inputs[0]!).isDirectory()) throw new SourceError(`--input-dataset: ${inputs[0]} is not a folder (files mode reads img2dataset's files layout; use --input-format webdataset or parquet for a file)`);
   const dir = inputs[0]!;
+  const dirAt = readPath(o, dir);
+  if (!existsSync(dirAt)) throw new SourceError(`--input-dataset: ${inputs[0]} does not exist`);
+  if (!statSync(dirAt).isDirectory()) throw new SourceError(`--input-dataset: ${inputs[0]} is not a folder (files mode reads img2dataset's files layout; use --input-format webdataset or parquet for a file)`);
   const stem = (p: string): string => p.slice(0, p.length - extname(p).length);
-  const images = new Map(listFiles(dir, IMAGE_EXTS).map((p) => [stem(p), p]));
-  const texts = new Set(listFiles(dir, ['txt']).map(stem));
-  const jsons = new Set(listFiles(dir, ['json']).map(stem));
+  const images = new Map(listFiles(dirAt, IMAGE_EXTS).map((p) => [stem(p), p]));
+  const texts = new Set(listFiles(dirAt, ['txt']).map(stem));
+  const jsons = new Set(listFiles(dirAt, ['json']).map(stem));
   const keys = [...(o.enableText ? texts : o.enableImage ? images.keys() : jsons)].sort();
   return {
     format: 'files',
@@ -192,9 +205,9 @@ function filesSource(inputs: readonly string[], o: SourceOptions): Source {
           continue;
         }
         try {
-          const image = o.enableImage ? await readFile(join(dir, imageRel!)) : null;
-          const caption = o.enableText ? await readFile(`${where}.txt`, 'utf8') : null;
-          const meta = o.enableMetadata ? parseJsonMeta(await readFile(`${where}.json`), `${where}.json`) : null;
+          const image = o.enableImage ? await readFile(join(dirAt, imageRel!)) : null;
+          const caption = o.enableText ? await readFile(join(dirAt, `${key}.txt`), 'utf8') : null;
+          const meta = o.enableMetadata ? parseJsonMeta(await readFile(join(dirAt, `${key}.json`)), `${where}.json`) : null;
           if (meta && 'skipped' in meta) yield meta as Skipped;
           else yield { imagePath: imageRel ? join(dir, imageRel) : where, where, image, caption, meta: meta as Record<string, unknown> | null };
         } catch (err) {
@@ -213,14 +226,14 @@ export interface ParquetColumns {
 }
 
 async function parquetSource(inputs: readonly string[], o: SourceOptions, cols: ParquetColumns): Promise<Source> {
-  const files = inputPaths(inputs, ['parquet']);
+  const files = inputPaths(inputs, ['parquet'], o);
   const db = await openDb({ threads: 1 });
   let total = 0;
   try {
     for (const f of files) {
-      const [row] = await db.all<{ n: bigint }>(`SELECT count(*) AS n FROM read_parquet(${sqlString(f)})`);
+      const [row] = await db.all<{ n: bigint }>(`SELECT count(*) AS n FROM read_parquet(${sqlString(readPath(o, f))})`);
       total += Number(row!.n);
-      const names = (await db.all<{ column_name: string }>(`DESCRIBE SELECT * FROM read_parquet(${sqlString(f)})`)).map((r) => r.column_name);
+      const names = (await db.all<{ column_name: string }>(`DESCRIBE SELECT * FROM read_parquet(${sqlString(readPath(o, f))})`)).map((r) => r.column_name);
       if (o.enableImage && !names.includes(cols.image)) throw new SourceError(`${f}: no image column ${cols.image} (columns: ${names.join(', ')}); pass --parquet-image-column`);
       if (o.enableText && !names.includes(cols.caption)) throw new SourceError(`${f}: no caption column ${cols.caption}; pass --parquet-caption-column`);
     }
@@ -235,11 +248,11 @@ async function parquetSource(inputs: readonly string[], o: SourceOptions, cols: 
       const rdb: Db = await openDb({ threads: 1, memoryLimit: '512MB' });
       try {
         for (const f of elements) {
-          const hasStatus = (await rdb.all<{ column_name: string }>(`DESCRIBE SELECT * FROM read_parquet(${sqlString(f)})`)).some((r) => r.column_name === 'status');
+          const hasStatus = (await rdb.all<{ column_name: string }>(`DESCRIBE SELECT * FROM read_parquet(${sqlString(readPath(o, f))})`)).some((r) => r.column_name === 'status');
           // Failed downloads are rows without an image: in img2dataset's parquet they carry status != success.
           const where = hasStatus ? ` WHERE status = 'success'` : '';
           let row = 0;
-          for await (const rows of rdb.stream<Record<string, unknown>>(`SELECT * FROM read_parquet(${sqlString(f)})${where}`)) {
+          for await (const rows of rdb.stream<Record<string, unknown>>(`SELECT * FROM read_parquet(${sqlString(readPath(o, f))})${where}`)) {
             for (const r of rows) {
               row++;
               const key = String(r.key ?? `${f}:${row}`);
