@@ -2,19 +2,17 @@
 // processes (worker.ts) against the demo crawl host with slow images; one worker is SIGKILLed in
 // the middle of a shard and the other must take it over, every shard committed exactly once.
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { startCrawlHost, type CrawlHost } from '../demo/crawl-host.ts';
 import { imagesRoute } from '../demo/images.ts';
 import { openDb, sqlString, type Db } from '../lib/parquet.ts';
 import { readTarSamples } from '../lib/webdataset/tar-reader.ts';
-import { startCli, type CliRun } from './helpers/cli-process.ts';
+import { startCli, waitFor, type LiveCli } from './helpers/cli-process.ts';
+import { freePort, redisSkip as skip, startTestRedis, type TestRedis } from './helpers/redis-server.ts';
 
 const RUN = 'download_images/run.ts';
 const WORKER = 'download_images/worker.ts';
@@ -22,52 +20,20 @@ const SHARDS = 6;
 const PER_SHARD = 20;
 const DELAY_MS = 250;
 
-const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
-const skip = !process.env.REDIS_URL && !haveRedisServer ? 'redis-server is not installed and REDIS_URL is unset' : false;
-
 let dir: string;
 let host: CrawlHost;
 let db: Db;
+let redis: TestRedis;
 let redisUrl = '';
-let ownRedisPid: number | null = null;
 const children = new Set<ChildProcess>();
-const queues: string[] = [];
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
   if (skip) return;
   dir = await mkdtemp(join(tmpdir(), 'dl-bullmq-'));
-  if (process.env.REDIS_URL) redisUrl = process.env.REDIS_URL;
-  else {
-    const port = await freePort();
-    const pidfile = join(dir, 'redis.pid');
-    const r = spawnSync('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'yes', '--pidfile', pidfile, '--dir', dir]);
-    assert.equal(r.status, 0, r.stderr?.toString());
-    redisUrl = `redis://127.0.0.1:${port}`;
-    for (let i = 0; ; i++) {
-      try {
-        ownRedisPid = Number((await readFile(pidfile, 'utf8')).trim());
-        const c = new Redis(redisUrl, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-        c.on('error', () => {});
-        await c.connect();
-        await c.ping();
-        c.disconnect();
-        break;
-      } catch (err) {
-        if (i > 100) throw err;
-        await sleep(100);
-      }
-    }
-  }
+  redis = await startTestRedis(dir);
+  redisUrl = redis.url;
   host = await startCrawlHost({ files: 1, rowsPerFile: 1 });
   const images = imagesRoute({ seed: 5 });
   // Slow images, so a shard lasts a few seconds and a worker can be killed in the middle of one.
@@ -83,36 +49,14 @@ after(async () => {
   if (skip) return;
   db?.close();
   await host?.close();
-  // A shared Redis (REDIS_URL) keeps no trace of these tests.
-  for (const name of queues) {
-    const q = new Queue(name, { connection: { url: redisUrl, maxRetriesPerRequest: null } });
-    await q.obliterate({ force: true }).catch(() => {});
-    await q.close();
-  }
-  if (ownRedisPid) {
-    try {
-      process.kill(ownRedisPid, 'SIGTERM');
-    } catch {
-      // already gone
-    }
-  }
+  await redis?.stop();
   await rm(dir, { recursive: true, force: true });
 });
 
-function start(script: string, args: string[]): { child: ChildProcess; done: Promise<CliRun>; stderr: () => string } {
+function start(script: string, args: string[]): LiveCli {
   const r = startCli(script, args);
   children.add(r.child);
-  let err = '';
-  r.child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return { ...r, stderr: () => err };
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
+  return r;
 }
 
 interface Row {
@@ -145,8 +89,7 @@ const workerArgs = (out: string, queue: string): string[] => [
 test('two BullMQ workers, one SIGKILLed mid-shard: every shard completes once', { skip, timeout: 120_000 }, async (t) => {
   const input = join(dir, 'in.csv');
   const out = join(dir, 'out');
-  const queue = `dl-test-${process.pid}-${Date.now()}`;
-  queues.push(queue);
+  const queue = redis.queueName('dl-test');
   const rows = await writeInput(input);
 
   const a = start(WORKER, workerArgs(out, queue));
@@ -249,8 +192,7 @@ test('bullmq flags are checked before any work', { skip, timeout: 60_000 }, asyn
 test('SIGTERM lets a worker finish its shard; a second one puts the shard back on the queue', { skip, timeout: 120_000 }, async () => {
   const input = join(dir, 'in2.csv');
   const out = join(dir, 'out2');
-  const queue = `dl-test-term-${process.pid}-${Date.now()}`;
-  queues.push(queue);
+  const queue = redis.queueName('dl-test-term');
   const rows = (await writeInput(input)).slice(0, 4 * PER_SHARD);
   await writeFile(input, 'url,caption\n' + rows.map((r) => `${r.url},${r.caption}`).join('\n') + '\n');
   const startedRe = /shard (\d+): started/;

@@ -3,66 +3,28 @@
 // three files is checked to be sample k through the model's known colour mapping and a direct model
 // run, the three input formats must agree, and a kill -9 mid-run then a rerun must give the same bytes.
 import assert from 'node:assert/strict';
-import { createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import sharp from 'sharp';
-import { TINY_COLOURS, writeTinyClip } from '../demo/tiny-clip.ts';
+import { writeTinyClip } from '../demo/tiny-clip.ts';
 import { locateModelFiles, normalizeRows, openTextTower } from '../embeddings-indices-hosting/inference/clip-model.ts';
 import { ClipTokenizer } from '../embeddings-indices-hosting/inference/tokenizer.ts';
 import { main } from '../embeddings-indices-hosting/inference/cli.ts';
 import { readNpy, readNpyHeader } from '../lib/npy.ts';
 import { openDb, sqlString, writeParquetRows } from '../lib/parquet.ts';
-import { TarWriter } from '../lib/webdataset/tar-writer.ts';
 import { runCli, startCli } from './helpers/cli-process.ts';
-
-const COLOURS = ['red', 'green', 'blue', 'yellow', 'black', 'magenta'] as const;
-const SHAPES = ['circle', 'square'] as const;
-
-interface Item {
-  key: string;
-  caption: string;
-  colour: string;
-  jpg: Buffer;
-  json: Record<string, unknown>;
-}
+import { COLOURS, shapeItems, wdsMembers, writeTar, type ShapeItem } from './helpers/shape-samples.ts';
 
 let dir: string;
 let model: string;
-let items: Item[];
-
-async function shapeJpeg(colour: string, shape: string, w: number, h: number): Promise<Buffer> {
-  const [r, g, b] = TINY_COLOURS[colour]!.map((v) => Math.round(v * 255));
-  const fill = `rgb(${r},${g},${b})`;
-  const s = Math.min(w, h);
-  const body = shape === 'circle' ? `<circle cx="${w / 2}" cy="${h / 2}" r="${s * 0.4}" fill="${fill}"/>` : `<rect x="${(w - s * 0.8) / 2}" y="${(h - s * 0.8) / 2}" width="${s * 0.8}" height="${s * 0.8}" fill="${fill}"/>`;
-  const svg = `<svg width="${w}" height="${h}" xmlns="http://www.w3.org/2000/svg"><rect width="${w}" height="${h}" fill="white"/>${body}</svg>`;
-  return sharp(Buffer.from(svg)).jpeg({ quality: 90 }).toBuffer();
-}
-
-async function writeTar(path: string, samples: Array<{ key: string; members: Record<string, Buffer | string> }>): Promise<void> {
-  const w = new TarWriter(createWriteStream(path));
-  for (const s of samples) await w.writeSample(s);
-  await w.end();
-}
-
-const wdsMembers = (it: Item): Record<string, Buffer | string> => ({ jpg: it.jpg, txt: it.caption, json: JSON.stringify(it.json) });
+let items: ShapeItem[];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'inference-run-'));
   model = writeTinyClip(join(dir, 'model'));
-  items = [];
-  let n = 0;
-  for (const colour of COLOURS) {
-    for (const shape of SHAPES) {
-      const key = String(n).padStart(9, '0');
-      const [w, h] = [48 + (n % 5) * 9, 40 + (n % 3) * 13];
-      items.push({ key, caption: `a ${colour} ${shape}`, colour, jpg: await shapeJpeg(colour, shape, w, h), json: { url: `http://example.com/${key}.jpg`, key, status: 'success', width: w, height: h, score: n / 4 } });
-      n++;
-    }
-  }
+  items = await shapeItems();
   // webdataset: two tars (half each) plus a corrupt image and a sample without caption in the second.
   const wds = join(dir, 'wds');
   await mkdir(wds);
