@@ -8,6 +8,7 @@
 // other attempt's. A SIGKILLed worker's job is taken over by another worker once its lock runs
 // out (--lock-duration + --stalled-interval).
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { access, mkdir, readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
@@ -222,12 +223,18 @@ export async function startQueueWorker<Payload, Result>(s: QueueWorkerSettings, 
     if (release) {
       // Put the items in progress back for another worker; this process then exits.
       return (async () => {
-        for (const { job, name, token, staging } of [...active.values()]) {
+        const released = [...active.values()];
+        for (const { job, token } of released) {
           await job.moveToWait(token).catch((err: unknown) => log.warn(`job ${job.id}: could not release: ${errorMessage(err)}`));
-          if (staging) await rm(staging, { recursive: true, force: true });
+        }
+        // The handlers are still writing into their staging folders: removing them synchronously,
+        // then resolving, lets the caller exit (in microtasks) before a write that finds its
+        // folder gone can raise an error.
+        for (const { name, staging } of released) {
+          if (staging) rmSync(staging, { recursive: true, force: true });
           log.info(`${noun} ${name}: released to the queue`);
         }
-        // Not worker.close(): a close already under way waits for the items; this process just exits.
+        // Not worker.close(): a close already under way waits for the items; the caller exits now.
         resolveDone(130);
       })();
     }
@@ -256,7 +263,8 @@ export async function startQueueWorker<Payload, Result>(s: QueueWorkerSettings, 
 
 /**
  * A worker command's life: start, then SIGTERM / Ctrl-C finishes the items in progress and exits;
- * a second signal puts them back on the queue at once (exit 130). Resolves with the exit code.
+ * a second signal puts them back on the queue at once (exit 130). Resolves with the exit code,
+ * which the caller must pass to process.exit() at once (released items are still being written).
  */
 export async function runQueueWorker<Payload, Result>(s: QueueWorkerSettings, handler: ItemHandler<Payload, Result>): Promise<number> {
   let w: RunningWorker;
