@@ -165,7 +165,7 @@ export const DRAWN_COLOURS = Object.keys(TINY_COLOURS).filter((c) => c !== 'whit
 export const BACKGROUNDS: ReadonlyArray<{ name: string; rgb: readonly [number, number, number] }> = [
   { name: 'white', rgb: [255, 255, 255] },
   { name: 'white', rgb: [250, 250, 247] },
-  { name: 'light grey', rgb: [232, 232, 232] },
+  { name: 'light grey', rgb: [240, 240, 240] },
   { name: 'cream', rgb: [250, 243, 224] },
   { name: 'pale blue', rgb: [230, 240, 252] },
   { name: 'pale pink', rgb: [252, 234, 238] },
@@ -230,6 +230,14 @@ export function visibleColour(spec: ImageSpec, content: ShapeContent = shapeCont
   return content.colour;
 }
 
+/** Circumradius in pixels below which a drawn shape is a blob: a 10 px star and square look alike. */
+const SMALLEST_READABLE_RADIUS = 8;
+
+/** The shape a viewer can make out in the served picture, or null where it is drawn too small to tell. */
+export function visibleShape(spec: ImageSpec, content: ShapeContent = shapeContentFor(spec.n, spec.seed)): TinyShape | null {
+  return content.size * Math.min(spec.width, spec.height) < SMALLEST_READABLE_RADIUS ? null : content.shape;
+}
+
 /** The shape on a background gradient, at w x h (supersampled edges, shaded like a lit surface). */
 function renderShape(content: ShapeContent, w: number, h: number, frame: number): Buffer {
   const px = Buffer.alloc(w * h * 3);
@@ -243,7 +251,7 @@ function renderShape(content: ShapeContent, w: number, h: number, frame: number)
   const bg = content.backgroundRgb;
   for (let y = 0; y < h; y++) {
     // A soft vertical gradient, lighter at the top.
-    const light = 1.01 - 0.05 * (y / Math.max(1, h - 1));
+    const light = 1.01 - 0.03 * (y / Math.max(1, h - 1));
     for (let x = 0; x < w; x++) {
       const i = (y * w + x) * 3;
       for (let c = 0; c < 3; c++) px[i + c] = clamp8(bg[c]! * light);

@@ -8,7 +8,7 @@
 // It is meaningful on purpose: the image tower maps an image's mean colour to a direction per
 // colour name, and the text tower sums word vectors in which a colour word points the same way,
 // so "a red circle" lands near a red picture and the demo's text search finds the right images.
-//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]
+//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 64]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clipTokenizerConfig } from '../embeddings-indices-hosting/inference/tokenizer.ts';
@@ -31,15 +31,19 @@ export const TINY_COLOURS: Readonly<Record<string, readonly [number, number, num
 /** The shapes both towers know; shape k is embedding dimension 3 + k. */
 export const TINY_SHAPES = ['circle', 'square', 'triangle', 'star'] as const;
 export type TinyShape = (typeof TINY_SHAPES)[number];
-/** Words that name what the picture stands on: the next two tokens after one are left out. */
+/** Words that name what the picture stands on: the few tokens after one are left out. */
 const BACKGROUND_MARKERS = ['on', 'against'];
+/** How many tokens after a marker name the background ("on a pale blue background"). */
+const BACKGROUND_SPAN = 3;
 /** Known words without colour or shape meaning (alt-text filler); each gets a small vector of its own. */
 const FILLER_WORDS = [
   'a', 'an', 'the', 'of', 'and', 'with', 'in', 'picture', 'photo', 'image', 'icon', 'shape', 'small', 'large', 'big',
   'simple', 'flat', 'bright', 'light', 'dark', 'background', 'isolated', 'vector', 'illustration', 'clipart', 'sticker', 'sign',
+  // Background colours that are not colour words: one token each, so "on pale blue" drops "blue".
+  'pale', 'grey', 'gray', 'cream', 'pink',
 ];
 
-export const TINY_IMAGE_SIZE = 32;
+export const TINY_IMAGE_SIZE = 64;
 export const TINY_EMBED_DIM = 16;
 export const CONTEXT_LENGTH = 77;
 const MEAN = [0.48145466, 0.4578275, 0.40821073];
@@ -79,6 +83,11 @@ const POLYGONS: Record<Exclude<TinyShape, 'circle'>, Array<[number, number]>> = 
   triangle: regularPolygon(3, [1]),
   star: regularPolygon(5, [1, STAR_INNER_RADIUS]),
 };
+
+/** The unit shape's polygon (null for the circle), e.g. to draw it as SVG. */
+export function shapeOutline(shape: TinyShape): ReadonlyArray<readonly [number, number]> | null {
+  return shape === 'circle' ? null : POLYGONS[shape];
+}
 
 /** Whether (x, y) lies inside the unit `shape` (even-odd rule for the star's polygon). */
 export function insideShape(shape: TinyShape, x: number, y: number): boolean {
@@ -227,7 +236,7 @@ export function clipTokenizerJson(vocab: Record<string, number>, merges: string[
 export interface TinyClipOptions {
   /** Give the text model an attention_mask input (as some exports have). */
   withAttentionMask?: boolean;
-  /** Input side of the vision model (default 32; 224 to time preprocessing at ViT-B/32's size). */
+  /** Input side of the vision model (default 64; 224 to time preprocessing at ViT-B/32's size). */
   imageSize?: number;
   /** Renames the vision model's input (tests of the one-line errors on a bad export). */
   pixelValuesName?: string;
@@ -250,7 +259,7 @@ function fillerNoise(word: string): [number, number] {
  * Text tower: the mean of word vectors over the 77 positions. Colour words point along their
  * colour's direction, shape words (and their plurals) along the shape's axis, filler words a little
  * along two noise axes; every known word adds a small constant (no caption embeds to zero); bytes,
- * padding, SOT/EOT are zero. The two tokens after "on" / "against" are left out: "a blue square on
+ * padding, SOT/EOT are zero. The three tokens after "on" / "against" are left out: "a blue square on
  * white" is a blue square, not a blue-and-white one.
  */
 function textModel(vocab: Record<string, number>, words: { colours: string[]; shapes: string[]; fillers: string[] }, withAttentionMask: boolean): Buffer {
@@ -272,23 +281,22 @@ function textModel(vocab: Record<string, number>, words: { colours: string[]; sh
 
   const L = CONTEXT_LENGTH;
   const nodes: Field[][] = [node('Gather', ['token_embedding', 'input_ids'], ['tokens'], { axis: { i: 0 } })];
-  // marker[i] = 1 where token i is a background marker; a token is dropped when one of the two before it is.
+  // marker[i] = 1 where token i is a background marker; a token is dropped when one of the
+  // BACKGROUND_SPAN before it is (the marker shifted right by 1..span, summed).
   const markerTerms = BACKGROUND_MARKERS.map((w, i) => {
     nodes.push(node('Equal', ['input_ids', `marker_id_${i}`], [`is_marker_${i}`]), node('Cast', [`is_marker_${i}`], [`marker_f_${i}`], { to: { i: FLOAT } }));
     return `marker_f_${i}`;
   });
   nodes.push(node('Sum', markerTerms, ['marker']));
-  for (const shift of [1, 2]) {
+  const shifted: string[] = [];
+  for (let shift = 1; shift <= BACKGROUND_SPAN; shift++) {
     nodes.push(
       node('Slice', ['marker', 'slice_start', `slice_end_${shift}`, 'slice_axis'], [`marker_head_${shift}`]),
       node('Pad', [`marker_head_${shift}`, `pad_${shift}`], [`after_marker_${shift}`]),
     );
+    shifted.push(`after_marker_${shift}`);
   }
-  nodes.push(
-    node('Add', ['after_marker_1', 'after_marker_2'], ['after_marker']),
-    node('Min', ['after_marker', 'one'], ['dropped']),
-    node('Sub', ['one', 'dropped'], ['keep']),
-  );
+  nodes.push(node('Sum', shifted, ['after_marker']), node('Min', ['after_marker', 'one'], ['dropped']), node('Sub', ['one', 'dropped'], ['keep']));
   let keep = 'keep';
   if (withAttentionMask) {
     nodes.push(node('Cast', ['attention_mask'], ['mask_f'], { to: { i: FLOAT } }), node('Mul', ['keep', 'mask_f'], ['keep_masked']));
@@ -309,11 +317,8 @@ function textModel(vocab: Record<string, number>, words: { colours: string[]; sh
       ...BACKGROUND_MARKERS.map((w, i) => tensor(`marker_id_${i}`, [], BigInt64Array.from([BigInt(vocab[`${w}</w>`]!)]))),
       floats('one', [], [1]),
       int64s('slice_start', [0]),
-      int64s('slice_end_1', [L - 1]),
-      int64s('slice_end_2', [L - 2]),
       int64s('slice_axis', [1]),
-      int64s('pad_1', [0, 1, 0, 0]),
-      int64s('pad_2', [0, 2, 0, 0]),
+      ...Array.from({ length: BACKGROUND_SPAN }, (_, k) => [int64s(`slice_end_${k + 1}`, [L - k - 1]), int64s(`pad_${k + 1}`, [0, k + 1, 0, 0])]).flat(),
       int64s('unsqueeze_axes', [2]),
     ],
     inputs,
@@ -323,9 +328,10 @@ function textModel(vocab: Record<string, number>, words: { colours: string[]; sh
 
 /**
  * Image tower, in plain ONNX ops onnxruntime runs anywhere:
- * 1. back to 0..1 RGB; foreground = 1 - min(R, G, B) (the demo draws saturated or dark shapes on a
- *    light background, and download_images pads with white), divided by its maximum (at least 0.5,
- *    so a faint image is not blown up) and thresholded, so the background drops to zero;
+ * 1. back to 0..1 RGB; foreground = |RGB - background| summed over channels, the background being
+ *    the mean of the outermost ring of pixels (the demo draws one shape well inside the frame on a
+ *    plain light background; download_images pads with white), divided by its maximum (at least
+ *    0.5, so a faint image is not blown up) and thresholded, so the background drops to zero;
  * 2. colour: the foreground-weighted mean RGB (plus one white pixel's worth, so an empty picture is
  *    white), stretched to full saturation when it has some chroma (else its lightness), centred,
  *    into dimensions 0-2: the direction of its colour word;
@@ -336,13 +342,15 @@ function textModel(vocab: Record<string, number>, words: { colours: string[]; sh
  * 4. small extras (centroid, size, mean colour) in dimensions no word uses, so pictures of the same
  *    colour and shape still differ a little (near-duplicate removal and index recall need that).
  */
-function visionModel(S: number, inputName: string, declaredSize: number): Buffer {
+function visionModel(S: number, inputName: string): Buffer {
   const D = TINY_EMBED_DIM;
   const P = S * S;
   const area = (2 / S) ** 2;
   const coord = (i: number): number => (i + 0.5 - S / 2) / (S / 2);
   const uRow = Array.from({ length: P }, (_, p) => coord(p % S));
   const vRow = Array.from({ length: P }, (_, p) => coord(Math.floor(p / S)));
+  const onRing = (p: number): boolean => p % S === 0 || p % S === S - 1 || p < S || p >= P - S;
+  const ring = Array.from({ length: P }, (_, p) => (onRing(p) ? 1 / (4 * S - 4) : 0));
   const harmonics = TINY_SHAPES.filter((s): s is Exclude<TinyShape, 'circle'> => s !== 'circle');
   // Calibration: each shape's own harmonic strength in its ideal mask at this input size.
   const ideal = new Map(harmonics.map((s) => [s, normalisedMoments(idealMask(s, S), S, [SHAPE_HARMONIC[s]])[0]!]));
@@ -350,15 +358,20 @@ function visionModel(S: number, inputName: string, declaredSize: number): Buffer
   const nodes: Field[][] = [
     node('Mul', [inputName, 'pixel_std'], ['scaled']),
     node('Add', ['scaled', 'pixel_mean'], ['rgb']),
-    node('ReduceMin', ['rgb'], ['darkest'], { axes: { ints: [1] }, keepdims: { i: 0 } }),
-    node('Sub', ['one', 'darkest'], ['ink_raw']),
-    node('Relu', ['ink_raw'], ['ink_pos']),
-    node('Reshape', ['ink_pos', 'flat_shape'], ['ink']),
+    node('Reshape', ['rgb', 'rgb_flat_shape'], ['rgb_flat']),
+    // The background: the mean colour of the outermost ring of pixels.
+    node('MatMul', ['rgb_flat', 'ring_mean'], ['background']),
+    node('Sub', ['rgb_flat', 'background'], ['off_background']),
+    node('Abs', ['off_background'], ['off_abs']),
+    node('ReduceSum', ['off_abs', 'channel_axis'], ['ink'], { keepdims: { i: 0 } }),
     node('ReduceMax', ['ink'], ['ink_max'], { axes: { ints: [1] }, keepdims: { i: 1 } }),
     node('Max', ['ink_max', 'ink_floor'], ['ink_scale']),
     node('Div', ['ink', 'ink_scale'], ['ink_n']),
-    node('Sub', ['ink_n', 'ink_threshold'], ['fg_raw']),
-    node('Relu', ['fg_raw'], ['fg']),
+    // A near-binary mask (0 below the threshold, 1 above it plus the ramp): the moments below
+    // assume a shape of uniform weight.
+    node('Sub', ['ink_n', 'ink_threshold'], ['fg_shifted']),
+    node('Mul', ['fg_shifted', 'ink_ramp'], ['fg_raw']),
+    node('Clip', ['fg_raw', 'zero', 'one'], ['fg']),
     // Mass and centroid (mass in pixels for the colour mean, in unit area for the moments).
     node('MatMul', ['fg', 'ones_col'], ['pixels']),
     node('Mul', ['pixels', 'pixel_area'], ['m0_raw']),
@@ -416,7 +429,6 @@ function visionModel(S: number, inputName: string, declaredSize: number): Buffer
     node('Softmax', ['shape_logits'], ['shape_probs'], { axis: { i: 1 } }),
     node('MatMul', ['shape_probs', 'shape_projection'], ['shape_embeds']),
     // Colour: foreground-weighted mean RGB, one white pixel's worth added.
-    node('Reshape', ['rgb', 'rgb_flat_shape'], ['rgb_flat']),
     node('Unsqueeze', ['fg', 'last_axis'], ['fg_col']),
     node('MatMul', ['rgb_flat', 'fg_col'], ['ink_rgb_3d']),
     node('Reshape', ['ink_rgb_3d', 'flat_shape'], ['ink_rgb']),
@@ -470,10 +482,13 @@ function visionModel(S: number, inputName: string, declaredSize: number): Buffer
       floats('tiny', [], [1e-4]),
       floats('ink_floor', [], [0.5]),
       floats('ink_threshold', [], [0.35]),
+      floats('ink_ramp', [], [1 / 0.3]),
       floats('pixel_area', [], [area]),
       int64s('flat_shape', [0, -1]),
       int64s('rgb_flat_shape', [0, 3, P]),
       int64s('last_axis', [2]),
+      int64s('channel_axis', [1]),
+      floats('ring_mean', [P, 1], ring),
       floats('ones_col', [P, 1], new Float32Array(P).fill(1)),
       floats('u_col', [P, 1], uRow),
       floats('v_col', [P, 1], vRow),
@@ -492,7 +507,7 @@ function visionModel(S: number, inputName: string, declaredSize: number): Buffer
       tensor('colour_bias', [D], colourBias),
       tensor('extra_projection', [6, D], extraProjection),
     ],
-    [valueInfo(inputName, FLOAT, ['batch_size', 3, declaredSize, declaredSize])],
+    [valueInfo(inputName, FLOAT, ['batch_size', 3, S, S])],
     [valueInfo('image_embeds', FLOAT, ['batch_size', D])],
   );
 }
@@ -508,7 +523,8 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
   const S = options.imageSize ?? TINY_IMAGE_SIZE;
   if (!Number.isInteger(S) || S < 8) throw new Error('imageSize must be an integer >= 8');
   const textOnnx = textModel(vocab, { colours, shapes, fillers: FILLER_WORDS }, options.withAttentionMask ?? false);
-  const visionOnnx = visionModel(S, options.pixelValuesName ?? 'pixel_values', options.declaredImageSize ?? S);
+  // A declared size other than S builds the whole tower for it (a model that disagrees with its preprocessor_config.json).
+  const visionOnnx = visionModel(options.declaredImageSize ?? S, options.pixelValuesName ?? 'pixel_values');
 
   mkdirSync(join(dir, 'onnx'), { recursive: true });
   writeFileSync(join(dir, 'onnx', 'vision_model.onnx'), visionOnnx);
@@ -556,7 +572,7 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
 if (isMainModule(import.meta.url)) {
   const dir = process.argv[2];
   if (!dir || dir.startsWith('--')) {
-    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]\n');
+    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 64]\n');
     process.exit(2);
   }
   const size = process.argv.indexOf('--image-size');
