@@ -230,8 +230,8 @@ export function visibleColour(spec: ImageSpec, content: ShapeContent = shapeCont
   return content.colour;
 }
 
-/** Circumradius in pixels below which a drawn shape is a blob: a 10 px star and square look alike. */
-const SMALLEST_READABLE_RADIUS = 8;
+/** Circumradius in pixels below which a drawn shape is a blob: a 10 px wide star and square look alike. */
+const SMALLEST_READABLE_RADIUS = 5;
 
 /** The shape a viewer can make out in the served picture, or null where it is drawn too small to tell. */
 export function visibleShape(spec: ImageSpec, content: ShapeContent = shapeContentFor(spec.n, spec.seed)): TinyShape | null {

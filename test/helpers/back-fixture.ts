@@ -118,7 +118,7 @@ export interface RunningBack {
 }
 
 /** Starts `run.ts back` on a free port over indices_paths.json written from `paths`. */
-export async function startBack(fixture: BackFixture, paths: Record<string, unknown>, extra: string[] = []): Promise<RunningBack> {
+export async function startBack(fixture: Pick<BackFixture, 'dir'>, paths: Record<string, unknown>, extra: string[] = []): Promise<RunningBack> {
   const file = join(fixture.dir, `indices_paths-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(paths));
   const { child, done } = startCli('embeddings-indices-hosting/run.ts', ['back', '--indices-paths', file, '--port', '0', ...extra]);
