@@ -1,8 +1,10 @@
 // Deterministic crawling@home CSVs as the workers wrote them (reference cah-prepro.md 3.1, 6.1):
 // pandas `to_csv(sep="|", index=False)` with minimal quoting, varying column sets, duplicate
 // (URL, TEXT) pairs within and across files, awkward captions, a few broken rows, some gzipped.
+// Captions name the colour and shape that `/images/<id>` shows (demo/images.ts), worded like alt text.
 import { gzipSync } from 'node:zlib';
 import { Rng } from '../lib/random.ts';
+import { shapeContentFor, type ShapeContent } from './images.ts';
 
 /** The column sets workers wrote at different times; the last one has no CLIP score. */
 export const COLUMN_SETS = {
@@ -76,12 +78,36 @@ export const AWKWARD_CAPTIONS: readonly string[] = [
 
 const LICENSES = ['?', '?', '?', '?', 'https://creativecommons.org/licenses/by-nc-sa/3.0/', 'https://creativecommons.org/licenses/by/4.0/'];
 
-function caption(rng: Rng): string {
+const capital = (w: string): string => w.replace(/\b\w/g, (ch) => ch.toUpperCase());
+
+/** Alt text for a picture of `content`, worded the many ways sites word it. */
+export function shapeCaption(rng: Rng, content: ShapeContent): string {
+  const c = content.colour;
+  const s = content.shape;
+  const bg = content.background;
+  const size = content.size < 0.32 ? 'small' : content.size > 0.36 ? 'large' : 'simple';
+  const templates: Array<() => string> = [
+    () => `a ${c} ${s}`,
+    () => `${c} ${s} on ${bg}`,
+    () => `${capital(c)} ${s} on a ${bg} background`,
+    () => `${size} ${c} ${s}`,
+    () => `${capital(c)} ${capital(s)} Icon`,
+    () => `${c} ${s} shape isolated on ${bg} background, vector illustration`,
+    () => `photo of a ${c} ${s}`,
+    () => `flat ${c} ${s} clipart`,
+    () => `${s} (${c})`,
+    () => `${c}-${s}-${rng.int(1, 999)}.jpg`,
+    () => `A ${c.toUpperCase()} ${s.toUpperCase()} ON ${bg.toUpperCase()}`,
+    () => `bright ${c} ${s} sticker, ${rng.int(2, 12)} cm`,
+  ];
+  return rng.pick(templates)();
+}
+
+/** The caption of a new row: mostly naming what `/images/<id>` shows, sometimes not (as on the web). */
+function caption(rng: Rng, content: ShapeContent): string {
   if (rng.chance(0.08)) return rng.pick(AWKWARD_CAPTIONS);
-  const n = rng.int(2, 12);
-  const words: string[] = [];
-  for (let i = 0; i < n; i++) words.push(rng.pick(WORDS));
-  return words.join(' ');
+  if (rng.chance(0.04)) return rng.chance(0.5) ? `IMG_${rng.int(1000, 9999)}.JPG` : Array.from({ length: rng.int(2, 8) }, () => rng.pick(WORDS)).join(' ');
+  return shapeCaption(rng, content);
 }
 
 /** pandas' QUOTE_MINIMAL: quote a field holding the separator, a quote or a line break. */
@@ -146,7 +172,7 @@ export function generateCrawlCsvs(opts: CrawlOptions): CsvFile[] {
         const fault = opts.faultRate && rng.chance(opts.faultRate) ? rng.pick(opts.faultKinds ?? FAST_FAULT_KINDS) : null;
         const fresh = fault ? `${base}/faults/${fault}/${id}` : `${base}/images/${id}.jpg`;
         const url = prev && rng.chance(0.5) ? prev.url : fresh;
-        const t = prev && url !== prev.url ? prev.text : caption(rng);
+        const t = prev && url !== prev.url ? prev.text : caption(rng, shapeContentFor(id, opts.seed ?? 0));
         pair = { url, text: t };
         seen.push(pair);
       }

@@ -1,6 +1,7 @@
-// Deterministic images for the demo crawl host, the tests and the benchmark corpus: photo-like
-// JPEGs (soft shapes + grain, so file sizes look like the web's), illustration-like PNGs, WebPs
-// and GIFs, with the awkward cases a crawl meets (EXIF-rotated, greyscale, CMYK, alpha,
+// Deterministic images for the demo crawl host, the tests and the benchmark corpus: one coloured
+// shape (circle, square, triangle, star: the tiny CLIP model's words) on a light background, as
+// photo-like JPEGs (soft edges + grain, so file sizes look like the web's), illustration-like PNGs,
+// WebPs and GIFs, with the awkward cases a crawl meets (EXIF-rotated, greyscale, CMYK, alpha,
 // animated, tiny, huge). The format is chosen by the image number, not by the URL's extension.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import sharp, { type Sharp } from 'sharp';
 import type { RouteHandler } from './crawl-host.ts';
 import { serveFile } from './crawl-host.ts';
 import { Rng } from '../lib/random.ts';
+import { insideShape, TINY_COLOURS, TINY_SHAPES, type TinyShape } from './tiny-clip.ts';
 
 export type ImageFormat = 'jpeg' | 'png' | 'webp' | 'gif';
 
@@ -154,73 +156,171 @@ function addGrain(px: Buffer, width: number, height: number): void {
 
 const clamp8 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v | 0);
 
-/** A small scene (sky gradient, ground, blobs and bars) that is upscaled to the target size. */
-function renderScene(rng: Rng, w: number, h: number, frame: number): Buffer {
+// ---- What each picture shows: one coloured shape on a light background.
+
+/** The colours the demo draws (white is only ever the background). */
+export const DRAWN_COLOURS = Object.keys(TINY_COLOURS).filter((c) => c !== 'white');
+
+/** Light backgrounds, as alt text would name them. */
+export const BACKGROUNDS: ReadonlyArray<{ name: string; rgb: readonly [number, number, number] }> = [
+  { name: 'white', rgb: [255, 255, 255] },
+  { name: 'white', rgb: [250, 250, 247] },
+  { name: 'light grey', rgb: [240, 240, 240] },
+  { name: 'cream', rgb: [250, 243, 224] },
+  { name: 'pale blue', rgb: [230, 240, 252] },
+  { name: 'pale pink', rgb: [252, 234, 238] },
+];
+
+export interface ShapeContent {
+  colour: string;
+  shape: TinyShape;
+  /** The fill as drawn, 0..255 (the named colour, slightly off as real pictures are). */
+  rgb: [number, number, number];
+  background: string;
+  backgroundRgb: readonly [number, number, number];
+  /** Circumradius over the image's shorter side. */
+  size: number;
+  /** Centre offset from the image centre, over the shorter side. */
+  dx: number;
+  dy: number;
+  /** Radians, clockwise. */
+  rotation: number;
+}
+
+/**
+ * What `/images/<n>.*` shows, for (n, seed): drawn on the image's centred square (the part a CLIP
+ * centre crop keeps), at most 0.42 of its side from the centre, so the shape survives the
+ * pipeline's resize and crop whatever the aspect ratio.
+ */
+export function shapeContentFor(n: number, seed = 0): ShapeContent {
+  const rng = new Rng(seed).fork(`content-${n}`);
+  const colour = rng.pick(DRAWN_COLOURS);
+  const shape = rng.pick(TINY_SHAPES);
+  const rgb = TINY_COLOURS[colour]!.map((v) => (v ? rng.int(215, 255) : rng.int(0, 40))) as [number, number, number];
+  const bg = rng.pick(BACKGROUNDS);
+  const size = 0.3 + rng.next() * 0.08;
+  const room = 0.42 - size;
+  return {
+    colour,
+    shape,
+    rgb,
+    background: bg.name,
+    backgroundRgb: bg.rgb,
+    size,
+    dx: (rng.next() * 2 - 1) * room,
+    dy: (rng.next() * 2 - 1) * room,
+    rotation: (rng.next() * 2 - 1) * 0.2,
+  };
+}
+
+/** Colours that sharp's sRGB -> CMYK -> sRGB round trip moves to another hue (green turns yellow-green). */
+const CMYK_SHIFTED = new Set(['green', 'cyan', 'magenta']);
+
+/**
+ * The colour a viewer sees in the served picture, or null where no colour word fits: a greyscale
+ * rendering turns dark shapes black and the others grey, a CMYK one shifts some hues. Tests use
+ * this as caption-independent ground truth.
+ */
+export function visibleColour(spec: ImageSpec, content: ShapeContent = shapeContentFor(spec.n, spec.seed)): string | null {
+  if (spec.greyscale) {
+    const [r, g, b] = content.rgb;
+    return 0.299 * r + 0.587 * g + 0.114 * b < 64 ? 'black' : null;
+  }
+  if (spec.cmyk && CMYK_SHIFTED.has(content.colour)) return null;
+  return content.colour;
+}
+
+/** Circumradius in pixels below which a drawn shape is a blob: a 10 px wide star and square look alike. */
+const SMALLEST_READABLE_RADIUS = 5;
+
+/** The shape a viewer can make out in the served picture, or null where it is drawn too small to tell. */
+export function visibleShape(spec: ImageSpec, content: ShapeContent = shapeContentFor(spec.n, spec.seed)): TinyShape | null {
+  return content.size * Math.min(spec.width, spec.height) < SMALLEST_READABLE_RADIUS ? null : content.shape;
+}
+
+/** The shape on a background gradient, at w x h (supersampled edges, shaded like a lit surface). */
+function renderShape(content: ShapeContent, w: number, h: number, frame: number): Buffer {
   const px = Buffer.alloc(w * h * 3);
-  const top = [rng.int(0, 255), rng.int(0, 255), rng.int(0, 255)];
-  const bottom = [rng.int(0, 255), rng.int(0, 255), rng.int(0, 255)];
-  const horizon = 0.3 + rng.next() * 0.5;
-  const ground = [rng.int(0, 200), rng.int(0, 200), rng.int(0, 200)];
+  const short = Math.min(w, h);
+  const radius = content.size * short;
+  // Animated frames drift sideways a little.
+  const cx = w / 2 + (content.dx + frame * 0.015) * short;
+  const cy = h / 2 + content.dy * short;
+  const cos = Math.cos(content.rotation);
+  const sin = Math.sin(content.rotation);
+  const bg = content.backgroundRgb;
   for (let y = 0; y < h; y++) {
-    const t = y / Math.max(1, h - 1);
+    // A soft vertical gradient, lighter at the top.
+    const light = 1.01 - 0.03 * (y / Math.max(1, h - 1));
     for (let x = 0; x < w; x++) {
       const i = (y * w + x) * 3;
-      const isGround = t > horizon + 0.05 * Math.sin((x / w) * 6.28 * 2 + frame);
-      for (let c = 0; c < 3; c++) {
-        px[i + c] = isGround ? clamp8(ground[c] * (0.7 + 0.3 * t)) : clamp8(top[c] + (bottom[c] - top[c]) * t);
-      }
+      for (let c = 0; c < 3; c++) px[i + c] = clamp8(bg[c]! * light);
     }
   }
-  const shapes = rng.int(3, 9);
-  for (let s = 0; s < shapes; s++) {
-    const cx = rng.next() * w + frame * 2;
-    const cy = rng.next() * h;
-    const rx = (0.05 + rng.next() * 0.25) * w;
-    const ry = (0.05 + rng.next() * 0.25) * h;
-    const color = [rng.int(0, 255), rng.int(0, 255), rng.int(0, 255)];
-    const box = rng.chance(0.3);
-    for (let y = Math.max(0, Math.floor(cy - ry)); y < Math.min(h, Math.ceil(cy + ry)); y++) {
-      for (let x = Math.max(0, Math.floor(cx - rx)); x < Math.min(w, Math.ceil(cx + rx)); x++) {
-        const dx = (x - cx) / rx;
-        const dy = (y - cy) / ry;
-        const d = box ? Math.max(Math.abs(dx), Math.abs(dy)) : dx * dx + dy * dy;
-        if (d > 1) continue;
-        const shade = 1 - 0.35 * d;
-        const i = (y * w + x) * 3;
-        for (let c = 0; c < 3; c++) px[i + c] = clamp8(color[c] * shade);
+  const SUB = 3;
+  const y0 = Math.max(0, Math.floor(cy - radius - 1));
+  const y1 = Math.min(h, Math.ceil(cy + radius + 1));
+  const x0 = Math.max(0, Math.floor(cx - radius - 1));
+  const x1 = Math.min(w, Math.ceil(cx + radius + 1));
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      let covered = 0;
+      let ly = 0;
+      for (let sy = 0; sy < SUB; sy++) {
+        for (let sx = 0; sx < SUB; sx++) {
+          const ox = (x + (sx + 0.5) / SUB - cx) / radius;
+          const oy = (y + (sy + 0.5) / SUB - cy) / radius;
+          // Into the shape's own frame (rotated back).
+          const u = ox * cos + oy * sin;
+          const v = -ox * sin + oy * cos;
+          if (insideShape(content.shape, u, v)) {
+            covered++;
+            ly += v;
+          }
+        }
       }
+      if (!covered) continue;
+      const a = covered / (SUB * SUB);
+      // Lit from above: up to 12% darker towards the bottom.
+      const shade = 1 - 0.06 * (1 + ly / covered);
+      const i = (y * w + x) * 3;
+      for (let c = 0; c < 3; c++) px[i + c] = clamp8(px[i + c]! * (1 - a) + content.rgb[c]! * shade * a);
     }
   }
   return px;
+}
+
+/** Side of the rendered scene, before libvips scales it to the image size (soft edges, cheap). */
+function sceneSize(width: number, height: number): [number, number] {
+  const k = Math.min(1, Math.max(1 / 8, 96 / Math.min(width, height)));
+  return [Math.max(4, Math.round(width * k)), Math.max(4, Math.round(height * k))];
 }
 
 /** Upright RGB pixels at the displayed size (grain for photo-like formats). */
 async function renderRgb(spec: ImageSpec, frame: number): Promise<Buffer> {
-  const rng = new Rng(spec.seed).fork(`pixels-${spec.n}-${spec.width}x${spec.height}`);
   // The scene is smooth, so render it small and let libvips upscale it; detail comes from grain.
-  const sw = Math.max(4, Math.ceil(spec.width / 8));
-  const sh = Math.max(4, Math.ceil(spec.height / 8));
-  const scene = renderScene(rng, sw, sh, frame);
-  const px = await sharp(scene, { raw: { width: sw, height: sh, channels: 3 } })
-    .resize(spec.width, spec.height, { fit: 'fill', kernel: 'linear' })
-    .raw()
-    .toBuffer();
+  const [sw, sh] = sceneSize(spec.width, spec.height);
+  const scene = renderShape(shapeContentFor(spec.n, spec.seed), sw, sh, frame);
+  const px =
+    sw === spec.width && sh === spec.height
+      ? scene
+      : await sharp(scene, { raw: { width: sw, height: sh, channels: 3 } }).resize(spec.width, spec.height, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
   if (spec.format === 'jpeg' || spec.format === 'webp') addGrain(px, spec.width, spec.height);
   return px;
 }
 
-/** Alpha plane: an opaque rounded middle fading to transparent corners. */
+/** Alpha plane: opaque, fading to transparent over a margin along the edges (the shape stays opaque). */
 async function renderAlpha(spec: ImageSpec): Promise<Buffer> {
-  const w = 32;
-  const h = 32;
+  const [w, h] = sceneSize(spec.width, spec.height);
+  const margin = 0.06 * Math.min(w, h);
   const a = Buffer.alloc(w * h);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      const dx = (x + 0.5) / w - 0.5;
-      const dy = (y + 0.5) / h - 0.5;
-      a[y * w + x] = clamp8(255 * Math.min(1, Math.max(0, (0.5 - Math.sqrt(dx * dx + dy * dy)) * 5)));
+      const edge = Math.min(x + 0.5, w - x - 0.5, y + 0.5, h - y - 0.5);
+      a[y * w + x] = clamp8(255 * Math.min(1, edge / margin));
     }
   }
+  if (w === spec.width && h === spec.height) return a;
   return sharp(a, { raw: { width: w, height: h, channels: 1 } }).resize(spec.width, spec.height, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
 }
 

@@ -8,7 +8,7 @@
 // It is meaningful on purpose: the image tower maps an image's mean colour to a direction per
 // colour name, and the text tower sums word vectors in which a colour word points the same way,
 // so "a red circle" lands near a red picture and the demo's text search finds the right images.
-//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]
+//   npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 64]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clipTokenizerConfig } from '../embeddings-indices-hosting/inference/tokenizer.ts';
@@ -28,14 +28,34 @@ export const TINY_COLOURS: Readonly<Record<string, readonly [number, number, num
   black: [0, 0, 0],
   white: [1, 1, 1],
 };
-export const TINY_SHAPES = ['circle', 'square', 'triangle'] as const;
-const OTHER_WORDS = ['a', 'on', 'the', 'of', 'picture', 'photo', 'and'];
+/** The shapes both towers know; shape k is embedding dimension 3 + k. */
+export const TINY_SHAPES = ['circle', 'square', 'triangle', 'star'] as const;
+export type TinyShape = (typeof TINY_SHAPES)[number];
+/** Words that name what the picture stands on: the few tokens after one are left out. */
+const BACKGROUND_MARKERS = ['on', 'against'];
+/** How many tokens after a marker name the background ("on a pale blue background"). */
+const BACKGROUND_SPAN = 3;
+/** Known words without colour or shape meaning (alt-text filler); each gets a small vector of its own. */
+const FILLER_WORDS = [
+  'a', 'an', 'the', 'of', 'and', 'with', 'in', 'picture', 'photo', 'image', 'icon', 'shape', 'small', 'large', 'big',
+  'simple', 'flat', 'bright', 'light', 'dark', 'background', 'isolated', 'vector', 'illustration', 'clipart', 'sticker', 'sign',
+  // Background colours that are not colour words: one token each, so "on pale blue" drops "blue".
+  'pale', 'grey', 'gray', 'cream', 'pink',
+];
 
-export const TINY_IMAGE_SIZE = 32;
+export const TINY_IMAGE_SIZE = 64;
 export const TINY_EMBED_DIM = 16;
 export const CONTEXT_LENGTH = 77;
 const MEAN = [0.48145466, 0.4578275, 0.40821073];
 const STD = [0.26862954, 0.26130258, 0.27577711];
+
+/** Embedding dimensions: colour 0-2, shapes 3.., image-only extras, filler words, a constant last. */
+const SHAPE_DIM = 3;
+const EXTRA_DIM = SHAPE_DIM + TINY_SHAPES.length; // centroid x, y, size, mean colour r, g, b
+const FILLER_DIM = EXTRA_DIM + 6; // two dimensions of per-word noise
+const CONST_DIM = TINY_EMBED_DIM - 1;
+/** Weight of a shape word / of the image tower's shape probabilities. */
+const SHAPE_WEIGHT = 0.5;
 
 /** The embedding direction of an RGB colour (0..1): centred so black and white differ too. */
 export function colourDirection(rgb: readonly number[]): number[] {
@@ -44,6 +64,105 @@ export function colourDirection(rgb: readonly number[]): number[] {
   v[1] = rgb[1]! - 0.5;
   v[2] = rgb[2]! - 0.5;
   return v;
+}
+
+// The unit shapes (circumradius 1, centroid at the origin, y pointing down, a corner pointing up),
+// which demo/images.ts draws and the image tower is calibrated on.
+const STAR_INNER_RADIUS = 0.45;
+function regularPolygon(corners: number, radii: readonly number[]): Array<[number, number]> {
+  const n = corners * radii.length;
+  return Array.from({ length: n }, (_, i) => {
+    const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
+    const r = radii[i % radii.length]!;
+    return [r * Math.cos(a), r * Math.sin(a)];
+  });
+}
+const SQUARE_HALF = Math.SQRT1_2;
+const POLYGONS: Record<Exclude<TinyShape, 'circle'>, Array<[number, number]>> = {
+  square: [[-SQUARE_HALF, -SQUARE_HALF], [SQUARE_HALF, -SQUARE_HALF], [SQUARE_HALF, SQUARE_HALF], [-SQUARE_HALF, SQUARE_HALF]],
+  triangle: regularPolygon(3, [1]),
+  star: regularPolygon(5, [1, STAR_INNER_RADIUS]),
+};
+
+/** The unit shape's polygon (null for the circle), e.g. to draw it as SVG. */
+export function shapeOutline(shape: TinyShape): ReadonlyArray<readonly [number, number]> | null {
+  return shape === 'circle' ? null : POLYGONS[shape];
+}
+
+/** Whether (x, y) lies inside the unit `shape` (even-odd rule for the star's polygon). */
+export function insideShape(shape: TinyShape, x: number, y: number): boolean {
+  if (shape === 'circle') return x * x + y * y <= 1;
+  const poly = POLYGONS[shape];
+  let inside = false;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    const [xi, yi] = poly[i]!;
+    const [xj, yj] = poly[j]!;
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+/**
+ * The rotational harmonic that tells each non-circle shape apart: a square's mask has 4-fold
+ * symmetry, a triangle's 3-fold, a star's 5-fold, so about its centroid only moments
+ * sum f(z) (z - centroid)^n with n a multiple of that order are non-zero; a disc has none.
+ */
+const SHAPE_HARMONIC: Record<Exclude<TinyShape, 'circle'>, number> = { square: 4, triangle: 3, star: 5 };
+/** A shape harmonic's strength counts as "this shape" above this share of the ideal shape's. */
+const CIRCLE_SCORE = 0.35;
+/** Softmax sharpness over the shape scores. */
+const SHAPE_SHARPNESS = 14;
+
+/** |C_n| / m0^(1 + n/2) of a mask on a grid (scale- and translation-invariant), for n in `orders`. */
+export function normalisedMoments(mask: ArrayLike<number>, side: number, orders: readonly number[]): number[] {
+  let m0 = 0;
+  let mu = 0;
+  let mv = 0;
+  const coord = (i: number): number => (i + 0.5 - side / 2) / (side / 2);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const f = mask[y * side + x]!;
+      m0 += f;
+      mu += f * coord(x);
+      mv += f * coord(y);
+    }
+  }
+  const cu = mu / m0;
+  const cv = mv / m0;
+  const area = (2 / side) ** 2;
+  return orders.map((n) => {
+    let re = 0;
+    let im = 0;
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        const f = mask[y * side + x]!;
+        if (!f) continue;
+        // (du + i dv)^n by repeated multiplication.
+        const du = coord(x) - cu;
+        const dv = coord(y) - cv;
+        let pr = 1;
+        let pi = 0;
+        for (let k = 0; k < n; k++) [pr, pi] = [pr * du - pi * dv, pr * dv + pi * du];
+        re += f * pr;
+        im += f * pi;
+      }
+    }
+    return (Math.hypot(re, im) * area) / (m0 * area) ** (1 + n / 2);
+  });
+}
+
+/** The ideal unit shape's mask (4 x 4 supersampled coverage) on a side x side grid, radius 0.4 x side. */
+function idealMask(shape: TinyShape, side: number): Float64Array {
+  const m = new Float64Array(side * side);
+  const r = 0.4 * side;
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      let c = 0;
+      for (let sy = 0; sy < 4; sy++) for (let sx = 0; sx < 4; sx++) if (insideShape(shape, (x + (sx + 0.5) / 4 - side / 2) / r, (y + (sy + 0.5) / 4 - side / 2) / r)) c++;
+      m[y * side + x] = c / 16;
+    }
+  }
+  return m;
 }
 
 /**
@@ -117,7 +236,7 @@ export function clipTokenizerJson(vocab: Record<string, number>, merges: string[
 export interface TinyClipOptions {
   /** Give the text model an attention_mask input (as some exports have). */
   withAttentionMask?: boolean;
-  /** Input side of the vision model (default 32; 224 to time preprocessing at ViT-B/32's size). */
+  /** Input side of the vision model (default 64; 224 to time preprocessing at ViT-B/32's size). */
   imageSize?: number;
   /** Renames the vision model's input (tests of the one-line errors on a bad export). */
   pixelValuesName?: string;
@@ -125,86 +244,291 @@ export interface TinyClipOptions {
   declaredImageSize?: number;
 }
 
+/** A float constant tensor. */
+const floats = (name: string, dims: number[], values: ArrayLike<number>): Field[] => tensor(name, dims, Float32Array.from(values));
+const int64s = (name: string, values: number[]): Field[] => tensor(name, [values.length], BigInt64Array.from(values.map(BigInt)));
+
+/** A small deterministic vector per filler word, so captions that differ in them embed apart. */
+function fillerNoise(word: string): [number, number] {
+  let h = 2166136261;
+  for (const ch of word) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+  return [((h & 0xffff) / 0xffff - 0.5) * 0.1, ((h >>> 16) / 0xffff - 0.5) * 0.1];
+}
+
+/**
+ * Text tower: the mean of word vectors over the 77 positions. Colour words point along their
+ * colour's direction, shape words (and their plurals) along the shape's axis, filler words a little
+ * along two noise axes; every known word adds a small constant (no caption embeds to zero); bytes,
+ * padding, SOT/EOT are zero. The three tokens after "on" / "against" are left out: "a blue square on
+ * white" is a blue square, not a blue-and-white one.
+ */
+function textModel(vocab: Record<string, number>, words: { colours: string[]; shapes: string[]; fillers: string[] }, withAttentionMask: boolean): Buffer {
+  const D = TINY_EMBED_DIM;
+  const vocabSize = Object.keys(vocab).length;
+  const table = new Float32Array(vocabSize * D);
+  const row = (w: string): number => vocab[`${w}</w>`]! * D;
+  for (const name of words.colours) table.set(colourDirection(TINY_COLOURS[name]!), row(name));
+  TINY_SHAPES.forEach((shape, k) => {
+    table[row(shape) + SHAPE_DIM + k] = SHAPE_WEIGHT;
+    table[row(`${shape}s`) + SHAPE_DIM + k] = SHAPE_WEIGHT;
+  });
+  for (const w of words.fillers) {
+    const [a, b] = fillerNoise(w);
+    table[row(w) + FILLER_DIM] = a;
+    table[row(w) + FILLER_DIM + 1] = b;
+  }
+  for (const w of [...words.colours, ...words.shapes, ...words.fillers, ...BACKGROUND_MARKERS]) table[row(w) + CONST_DIM] += 0.05;
+
+  const L = CONTEXT_LENGTH;
+  const nodes: Field[][] = [node('Gather', ['token_embedding', 'input_ids'], ['tokens'], { axis: { i: 0 } })];
+  // marker[i] = 1 where token i is a background marker; a token is dropped when one of the
+  // BACKGROUND_SPAN before it is (the marker shifted right by 1..span, summed).
+  const markerTerms = BACKGROUND_MARKERS.map((w, i) => {
+    nodes.push(node('Equal', ['input_ids', `marker_id_${i}`], [`is_marker_${i}`]), node('Cast', [`is_marker_${i}`], [`marker_f_${i}`], { to: { i: FLOAT } }));
+    return `marker_f_${i}`;
+  });
+  nodes.push(node('Sum', markerTerms, ['marker']));
+  const shifted: string[] = [];
+  for (let shift = 1; shift <= BACKGROUND_SPAN; shift++) {
+    nodes.push(
+      node('Slice', ['marker', 'slice_start', `slice_end_${shift}`, 'slice_axis'], [`marker_head_${shift}`]),
+      node('Pad', [`marker_head_${shift}`, `pad_${shift}`], [`after_marker_${shift}`]),
+    );
+    shifted.push(`after_marker_${shift}`);
+  }
+  nodes.push(node('Sum', shifted, ['after_marker']), node('Min', ['after_marker', 'one'], ['dropped']), node('Sub', ['one', 'dropped'], ['keep']));
+  let keep = 'keep';
+  if (withAttentionMask) {
+    nodes.push(node('Cast', ['attention_mask'], ['mask_f'], { to: { i: FLOAT } }), node('Mul', ['keep', 'mask_f'], ['keep_masked']));
+    keep = 'keep_masked';
+  }
+  nodes.push(
+    node('Unsqueeze', [keep, 'unsqueeze_axes'], ['keep_3d']),
+    node('Mul', ['tokens', 'keep_3d'], ['kept']),
+    node('ReduceMean', ['kept'], ['text_embeds'], { axes: { ints: [1] }, keepdims: { i: 0 } }),
+  );
+  const inputs = [valueInfo('input_ids', INT64, ['batch_size', L])];
+  if (withAttentionMask) inputs.push(valueInfo('attention_mask', INT64, ['batch_size', L]));
+  return model(
+    'tiny_clip_text',
+    nodes,
+    [
+      tensor('token_embedding', [vocabSize, D], table),
+      ...BACKGROUND_MARKERS.map((w, i) => tensor(`marker_id_${i}`, [], BigInt64Array.from([BigInt(vocab[`${w}</w>`]!)]))),
+      floats('one', [], [1]),
+      int64s('slice_start', [0]),
+      int64s('slice_axis', [1]),
+      ...Array.from({ length: BACKGROUND_SPAN }, (_, k) => [int64s(`slice_end_${k + 1}`, [L - k - 1]), int64s(`pad_${k + 1}`, [0, k + 1, 0, 0])]).flat(),
+      int64s('unsqueeze_axes', [2]),
+    ],
+    inputs,
+    [valueInfo('text_embeds', FLOAT, ['batch_size', TINY_EMBED_DIM])],
+  );
+}
+
+/**
+ * Image tower, in plain ONNX ops onnxruntime runs anywhere:
+ * 1. back to 0..1 RGB; foreground = |RGB - background| summed over channels, the background being
+ *    the mean of the outermost ring of pixels (the demo draws one shape well inside the frame on a
+ *    plain light background; download_images pads with white), divided by its maximum (at least
+ *    0.5, so a faint image is not blown up) and thresholded, so the background drops to zero;
+ * 2. colour: the foreground-weighted mean RGB (plus one white pixel's worth, so an empty picture is
+ *    white), stretched to full saturation when it has some chroma (else its lightness), centred,
+ *    into dimensions 0-2: the direction of its colour word;
+ * 3. shape: about the foreground's centroid, the complex moments C_n = sum f (z - c)^n for n = 3, 4,
+ *    5, as |C_n| / m0^(1 + n/2) (independent of position and size) relative to the ideal triangle's,
+ *    square's and star's; a circle has none of them, so it scores a constant. A softmax over the
+ *    four scores weights the shape axes 3.., the shape words' directions;
+ * 4. small extras (centroid, size, mean colour) in dimensions no word uses, so pictures of the same
+ *    colour and shape still differ a little (near-duplicate removal and index recall need that).
+ */
+function visionModel(S: number, inputName: string): Buffer {
+  const D = TINY_EMBED_DIM;
+  const P = S * S;
+  const area = (2 / S) ** 2;
+  const coord = (i: number): number => (i + 0.5 - S / 2) / (S / 2);
+  const uRow = Array.from({ length: P }, (_, p) => coord(p % S));
+  const vRow = Array.from({ length: P }, (_, p) => coord(Math.floor(p / S)));
+  const onRing = (p: number): boolean => p % S === 0 || p % S === S - 1 || p < S || p >= P - S;
+  const ring = Array.from({ length: P }, (_, p) => (onRing(p) ? 1 / (4 * S - 4) : 0));
+  const harmonics = TINY_SHAPES.filter((s): s is Exclude<TinyShape, 'circle'> => s !== 'circle');
+  // Calibration: each shape's own harmonic strength in its ideal mask at this input size.
+  const ideal = new Map(harmonics.map((s) => [s, normalisedMoments(idealMask(s, S), S, [SHAPE_HARMONIC[s]])[0]!]));
+
+  const nodes: Field[][] = [
+    node('Mul', [inputName, 'pixel_std'], ['scaled']),
+    node('Add', ['scaled', 'pixel_mean'], ['rgb']),
+    node('Reshape', ['rgb', 'rgb_flat_shape'], ['rgb_flat']),
+    // The background: the mean colour of the outermost ring of pixels.
+    node('MatMul', ['rgb_flat', 'ring_mean'], ['background']),
+    node('Sub', ['rgb_flat', 'background'], ['off_background']),
+    node('Abs', ['off_background'], ['off_abs']),
+    node('ReduceSum', ['off_abs', 'channel_axis'], ['ink'], { keepdims: { i: 0 } }),
+    node('ReduceMax', ['ink'], ['ink_max'], { axes: { ints: [1] }, keepdims: { i: 1 } }),
+    node('Max', ['ink_max', 'ink_floor'], ['ink_scale']),
+    node('Div', ['ink', 'ink_scale'], ['ink_n']),
+    // A near-binary mask (0 below the threshold, 1 above it plus the ramp): the moments below
+    // assume a shape of uniform weight.
+    node('Sub', ['ink_n', 'ink_threshold'], ['fg_shifted']),
+    node('Mul', ['fg_shifted', 'ink_ramp'], ['fg_raw']),
+    node('Clip', ['fg_raw', 'zero', 'one'], ['fg']),
+    // Mass and centroid (mass in pixels for the colour mean, in unit area for the moments).
+    node('MatMul', ['fg', 'ones_col'], ['pixels']),
+    node('Mul', ['pixels', 'pixel_area'], ['m0_raw']),
+    node('Max', ['m0_raw', 'tiny'], ['m0']),
+    node('MatMul', ['fg', 'u_col'], ['mu']),
+    node('MatMul', ['fg', 'v_col'], ['mv']),
+    node('Div', ['mu', 'm0'], ['cu_area']),
+    node('Div', ['mv', 'm0'], ['cv_area']),
+    node('Mul', ['cu_area', 'pixel_area'], ['cu']),
+    node('Mul', ['cv_area', 'pixel_area'], ['cv']),
+    node('Sub', ['u_row', 'cu'], ['du']),
+    node('Sub', ['v_row', 'cv'], ['dv']),
+    node('Mul', ['fg', 'pixel_area'], ['w']),
+  ];
+  // (du + i dv)^n, n = 1..5, by repeated complex multiplication.
+  let re = 'du';
+  let im = 'dv';
+  const moments = new Map<number, [string, string]>();
+  for (let n = 2; n <= 5; n++) {
+    nodes.push(
+      node('Mul', [re, 'du'], [`rr${n}`]),
+      node('Mul', [im, 'dv'], [`ii${n}`]),
+      node('Sub', [`rr${n}`, `ii${n}`], [`re${n}`]),
+      node('Mul', [re, 'dv'], [`ri${n}`]),
+      node('Mul', [im, 'du'], [`ir${n}`]),
+      node('Add', [`ri${n}`, `ir${n}`], [`im${n}`]),
+    );
+    re = `re${n}`;
+    im = `im${n}`;
+    moments.set(n, [re, im]);
+  }
+  const scores: string[] = ['circle_score'];
+  nodes.push(node('Mul', ['m0', 'zero'], ['zero_col']), node('Add', ['zero_col', 'circle_constant'], ['circle_score']));
+  for (const shape of harmonics) {
+    const n = SHAPE_HARMONIC[shape];
+    const [r, i] = moments.get(n)!;
+    nodes.push(
+      node('Mul', ['w', r], [`wr${n}`]),
+      node('Mul', ['w', i], [`wi${n}`]),
+      node('MatMul', [`wr${n}`, 'ones_col'], [`cre${n}`]),
+      node('MatMul', [`wi${n}`, 'ones_col'], [`cim${n}`]),
+      node('Mul', [`cre${n}`, `cre${n}`], [`cre2_${n}`]),
+      node('Mul', [`cim${n}`, `cim${n}`], [`cim2_${n}`]),
+      node('Add', [`cre2_${n}`, `cim2_${n}`], [`c2_${n}`]),
+      node('Sqrt', [`c2_${n}`], [`cabs${n}`]),
+      node('Pow', ['m0', `power_${n}`], [`mpow${n}`]),
+      node('Div', [`cabs${n}`, `mpow${n}`], [`harm${n}`]),
+      node('Mul', [`harm${n}`, `inv_ideal_${n}`], [`${shape}_score`]),
+    );
+    scores.push(`${shape}_score`);
+  }
+  nodes.push(
+    node('Concat', scores, ['shape_scores'], { axis: { i: 1 } }),
+    node('Mul', ['shape_scores', 'sharpness'], ['shape_logits']),
+    node('Softmax', ['shape_logits'], ['shape_probs'], { axis: { i: 1 } }),
+    node('MatMul', ['shape_probs', 'shape_projection'], ['shape_embeds']),
+    // Colour: foreground-weighted mean RGB, one white pixel's worth added.
+    node('Unsqueeze', ['fg', 'last_axis'], ['fg_col']),
+    node('MatMul', ['rgb_flat', 'fg_col'], ['ink_rgb_3d']),
+    node('Reshape', ['ink_rgb_3d', 'flat_shape'], ['ink_rgb']),
+    node('Add', ['ink_rgb', 'one'], ['colour_sum']),
+    node('Add', ['pixels', 'one'], ['colour_weight']),
+    node('Div', ['colour_sum', 'colour_weight'], ['ink_colour']),
+    // Named by hue where it has one: a pale or dull cyan (CMYK round trips, JPEG chroma at small
+    // sizes, edges blended with the background) is still cyan; with little chroma, by lightness.
+    node('ReduceMin', ['ink_colour'], ['lo'], { axes: { ints: [1] }, keepdims: { i: 1 } }),
+    node('ReduceMax', ['ink_colour'], ['hi'], { axes: { ints: [1] }, keepdims: { i: 1 } }),
+    node('Sub', ['hi', 'lo'], ['chroma']),
+    node('Max', ['chroma', 'tiny'], ['chroma_safe']),
+    node('Sub', ['ink_colour', 'lo'], ['above_lo']),
+    node('Div', ['above_lo', 'chroma_safe'], ['hue']),
+    node('Sub', ['chroma', 'grey_chroma'], ['chroma_over']),
+    node('Mul', ['chroma_over', 'saturation_gain'], ['sat_raw']),
+    node('Clip', ['sat_raw', 'zero', 'one'], ['sat']),
+    node('Mul', ['hue', 'sat'], ['hue_part']),
+    node('Sub', ['one', 'sat'], ['unsat']),
+    node('Mul', ['hi', 'unsat'], ['value_part']),
+    node('Add', ['hue_part', 'value_part'], ['colour']),
+    node('MatMul', ['colour', 'colour_projection'], ['colour_part']),
+    node('Add', ['colour_part', 'colour_bias'], ['colour_embeds']),
+    // Extras: centroid, size, mean colour.
+    node('Sqrt', ['m0'], ['size']),
+    node('ReduceMean', ['rgb_flat'], ['mean_rgb_3d'], { axes: { ints: [2] }, keepdims: { i: 0 } }),
+    node('Concat', ['cu', 'cv', 'size', 'mean_rgb_3d'], ['extras'], { axis: { i: 1 } }),
+    node('MatMul', ['extras', 'extra_projection'], ['extra_embeds']),
+    node('Sum', ['colour_embeds', 'shape_embeds', 'extra_embeds'], ['image_embeds']),
+  );
+
+  const shapeProjection = new Float32Array(TINY_SHAPES.length * D);
+  TINY_SHAPES.forEach((_, k) => (shapeProjection[k * D + SHAPE_DIM + k] = SHAPE_WEIGHT));
+  const colourProjection = new Float32Array(3 * D);
+  const colourBias = new Float32Array(D);
+  for (let c = 0; c < 3; c++) {
+    colourProjection[c * D + c] = 1;
+    colourBias[c] = -0.5;
+  }
+  colourBias[CONST_DIM] = 0.15;
+  const extraProjection = new Float32Array(6 * D);
+  [0.15, 0.15, 0.15, 0.1, 0.1, 0.1].forEach((w, k) => (extraProjection[k * D + EXTRA_DIM + k] = w));
+  return model(
+    'tiny_clip_vision',
+    nodes,
+    [
+      floats('pixel_std', [1, 3, 1, 1], STD),
+      floats('pixel_mean', [1, 3, 1, 1], MEAN),
+      floats('one', [], [1]),
+      floats('zero', [], [0]),
+      floats('tiny', [], [1e-4]),
+      floats('ink_floor', [], [0.5]),
+      floats('ink_threshold', [], [0.35]),
+      floats('ink_ramp', [], [1 / 0.3]),
+      floats('pixel_area', [], [area]),
+      int64s('flat_shape', [0, -1]),
+      int64s('rgb_flat_shape', [0, 3, P]),
+      int64s('last_axis', [2]),
+      int64s('channel_axis', [1]),
+      floats('ring_mean', [P, 1], ring),
+      floats('ones_col', [P, 1], new Float32Array(P).fill(1)),
+      floats('u_col', [P, 1], uRow),
+      floats('v_col', [P, 1], vRow),
+      floats('u_row', [1, P], uRow),
+      floats('v_row', [1, P], vRow),
+      floats('circle_constant', [], [CIRCLE_SCORE]),
+      floats('grey_chroma', [], [0.1]),
+      floats('saturation_gain', [], [5]),
+      ...harmonics.flatMap((s) => {
+        const n = SHAPE_HARMONIC[s];
+        return [floats(`power_${n}`, [], [1 + n / 2]), floats(`inv_ideal_${n}`, [], [1 / ideal.get(s)!])];
+      }),
+      floats('sharpness', [], [SHAPE_SHARPNESS]),
+      tensor('shape_projection', [TINY_SHAPES.length, D], shapeProjection),
+      tensor('colour_projection', [3, D], colourProjection),
+      tensor('colour_bias', [D], colourBias),
+      tensor('extra_projection', [6, D], extraProjection),
+    ],
+    [valueInfo(inputName, FLOAT, ['batch_size', 3, S, S])],
+    [valueInfo('image_embeds', FLOAT, ['batch_size', D])],
+  );
+}
+
 /** Writes the model folder; returns its path. */
 export function writeTinyClip(dir: string, options: TinyClipOptions = {}): string {
-  const words = [...Object.keys(TINY_COLOURS), ...TINY_SHAPES, ...OTHER_WORDS];
+  const colours = Object.keys(TINY_COLOURS);
+  const shapes = TINY_SHAPES.flatMap((s) => [s, `${s}s`]);
+  const words = [...colours, ...shapes, ...FILLER_WORDS, ...BACKGROUND_MARKERS];
   const { vocab, merges } = tinyVocab(words);
   const vocabSize = Object.keys(vocab).length;
   const D = TINY_EMBED_DIM;
   const S = options.imageSize ?? TINY_IMAGE_SIZE;
-  if (S % 8 !== 0) throw new Error('imageSize must be a multiple of 8');
-
-  // Text tower: mean of word vectors over the 77 positions. Colour words point along their colour
-  // direction; shape words along their own axis; everything else (bytes, padding, SOT/EOT) is zero.
-  const table = new Float32Array(vocabSize * D);
-  for (const [name, rgb] of Object.entries(TINY_COLOURS)) table.set(colourDirection(rgb), vocab[`${name}</w>`]! * D);
-  TINY_SHAPES.forEach((shape, k) => (table[vocab[`${shape}</w>`]! * D + 3 + k] = 0.5));
-  // A small constant in the last dimension for every word token, so no caption embeds to zero.
-  for (const w of words) table[vocab[`${w}</w>`]! * D + D - 1] += 0.05;
-
-  const textInputs = [valueInfo('input_ids', INT64, ['batch_size', CONTEXT_LENGTH])];
-  const textNodes: Field[][] = [node('Gather', ['token_embedding', 'input_ids'], ['tokens'], { axis: { i: 0 } })];
-  let summed = 'tokens';
-  if (options.withAttentionMask) {
-    textInputs.push(valueInfo('attention_mask', INT64, ['batch_size', CONTEXT_LENGTH]));
-    textNodes.push(
-      node('Cast', ['attention_mask'], ['mask_f'], { to: { i: FLOAT } }),
-      node('Unsqueeze', ['mask_f', 'unsqueeze_axes'], ['mask_3d']),
-      node('Mul', ['tokens', 'mask_3d'], ['masked']),
-    );
-    summed = 'masked';
-  }
-  textNodes.push(node('ReduceMean', [summed], ['text_embeds'], { axes: { ints: [1] }, keepdims: { i: 0 } }));
-  const textModel = model(
-    'tiny_clip_text',
-    textNodes,
-    [tensor('token_embedding', [vocabSize, D], table), tensor('unsqueeze_axes', [1], BigInt64Array.from([2n]))],
-    textInputs,
-    [valueInfo('text_embeds', FLOAT, ['batch_size', D])],
-  );
-
-  // Image tower: the per-channel minimum over the image's 4x4-pixel block means (blocks smooth
-  // away JPEG ringing at edges), un-normalised back to 0..1 RGB and
-  // centred, into the first three dimensions. On a light background the minimum is the shape's
-  // colour (a red shape on white: R stays 1, G and B drop to 0), so the image lands on its colour
-  // word's direction. The 2x2 grid's channel means feed dimensions 3.. weakly, so images of the same
-  // colour still differ a little.
-  const W = new Float32Array(3 * D);
-  const bias = new Float32Array(D);
-  for (let c = 0; c < 3; c++) {
-    W[c * D + c] = STD[c]!;
-    bias[c] = MEAN[c]! - 0.5;
-  }
-  const Wgrid = new Float32Array(12 * D);
-  for (let k = 0; k < 12; k++) Wgrid[k * D + 3 + (k % 3)] = 0.01;
-  const visionModel = model(
-    'tiny_clip_vision',
-    [
-      node('AveragePool', [options.pixelValuesName ?? 'pixel_values'], ['blocks'], { kernel_shape: { ints: [4, 4] }, strides: { ints: [4, 4] } }),
-      node('Neg', ['blocks'], ['negated']),
-      node('GlobalMaxPool', ['negated'], ['negated_max']),
-      node('Neg', ['negated_max'], ['channel_min_4d']),
-      node('Flatten', ['channel_min_4d'], ['channel_min'], { axis: { i: 1 } }),
-      node('MatMul', ['channel_min', 'colour_projection'], ['colour']),
-      node('Add', ['colour', 'colour_bias'], ['colour_embeds']),
-      node('AveragePool', [options.pixelValuesName ?? 'pixel_values'], ['grid'], { kernel_shape: { ints: [S / 2, S / 2] }, strides: { ints: [S / 2, S / 2] } }),
-      node('Reshape', ['grid', 'grid_shape'], ['grid_flat']),
-      node('MatMul', ['grid_flat', 'grid_projection'], ['grid_embeds']),
-      node('Add', ['colour_embeds', 'grid_embeds'], ['image_embeds']),
-    ],
-    [
-      tensor('colour_projection', [3, D], W),
-      tensor('colour_bias', [D], bias),
-      tensor('grid_shape', [2], BigInt64Array.from([0n, 12n])),
-      tensor('grid_projection', [12, D], Wgrid),
-    ],
-    [valueInfo(options.pixelValuesName ?? 'pixel_values', FLOAT, ['batch_size', 3, options.declaredImageSize ?? S, options.declaredImageSize ?? S])],
-    [valueInfo('image_embeds', FLOAT, ['batch_size', D])],
-  );
+  if (!Number.isInteger(S) || S < 8) throw new Error('imageSize must be an integer >= 8');
+  const textOnnx = textModel(vocab, { colours, shapes, fillers: FILLER_WORDS }, options.withAttentionMask ?? false);
+  // A declared size other than S builds the whole tower for it (a model that disagrees with its preprocessor_config.json).
+  const visionOnnx = visionModel(options.declaredImageSize ?? S, options.pixelValuesName ?? 'pixel_values');
 
   mkdirSync(join(dir, 'onnx'), { recursive: true });
-  writeFileSync(join(dir, 'onnx', 'vision_model.onnx'), visionModel);
-  writeFileSync(join(dir, 'onnx', 'text_model.onnx'), textModel);
+  writeFileSync(join(dir, 'onnx', 'vision_model.onnx'), visionOnnx);
+  writeFileSync(join(dir, 'onnx', 'text_model.onnx'), textOnnx);
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(clipTokenizerJson(vocab, merges)));
   writeFileSync(
     join(dir, 'preprocessor_config.json'),
@@ -248,7 +572,7 @@ export function writeTinyClip(dir: string, options: TinyClipOptions = {}): strin
 if (isMainModule(import.meta.url)) {
   const dir = process.argv[2];
   if (!dir || dir.startsWith('--')) {
-    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 32]\n');
+    process.stderr.write('usage: npx tsx demo/tiny-clip.ts OUT_DIR [--with-attention-mask] [--image-size 64]\n');
     process.exit(2);
   }
   const size = process.argv.indexOf('--image-size');

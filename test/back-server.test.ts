@@ -1,6 +1,6 @@
 // `run.ts back` end to end over a small index built by `run.ts inference` + `run.ts index` with the
 // tiny CLIP model: each endpoint's JSON shape (requests as ClipClient and clip-retrieval's front send
-// them, reference/clip-retrieval.md 4.6-4.10), colour queries land on that colour, results equal a
+// them, reference/clip-retrieval.md 4.6-4.10), colour + shape queries land on that picture, results equal a
 // direct faiss search of the same index, every bad request gets a 400 and the server keeps serving.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -61,18 +61,20 @@ test('/indices-list, /config.json, / and the static files', { skip }, async () =
   assert.equal((await fetch(back.url + '/nope')).status, 404);
 });
 
-test('/knn-service: a ClipClient text query naming a colour returns that colour first, in the reference shape', { skip }, async () => {
-  for (const colour of ['red', 'green', 'blue', 'yellow']) {
-    const r = await post(back.url, '/knn-service', clipClientBody({ text: `a ${colour} circle`, deduplicate: false, use_safety_model: false, num_images: 6, num_result_ids: 20 }));
+test('/knn-service: a ClipClient text query naming a colour and a shape returns that picture, then that colour, in the reference shape', { skip }, async () => {
+  for (const [colour, shape] of [['red', 'circle'], ['green', 'square'], ['blue', 'triangle'], ['yellow', 'star'], ['black', 'square']] as const) {
+    const r = await post(back.url, '/knn-service', clipClientBody({ text: `a ${colour} ${shape}`, deduplicate: false, use_safety_model: false, num_images: 8, num_result_ids: 20 }));
     assert.equal(r.status, 200);
     const hits = r.json as Hit[];
     assert.ok(Array.isArray(hits));
     assert.equal(hits.length, 20);
-    // Six images of each colour: the first six are that colour.
-    for (const h of hits.slice(0, 6)) assert.match(h.caption!, new RegExp(`^a ${colour} `), `${colour}: ${JSON.stringify(hits.slice(0, 6).map((x) => x.caption))}`);
+    const seen = JSON.stringify(hits.slice(0, 8).map((x) => x.caption));
+    // Two images (two sizes) of each colour and shape: those first, then the other shapes of that colour.
+    for (const h of hits.slice(0, 2)) assert.equal(h.caption, `a ${colour} ${shape}`, `${colour} ${shape}: ${seen}`);
+    for (const h of hits.slice(2, 8)) assert.match(h.caption!, new RegExp(`^a ${colour} (?!${shape}$)`), `${colour} ${shape}: ${seen}`);
     // First num_images carry metadata (columns_to_return ∩ stored), the rest only id and similarity.
-    for (const h of hits.slice(0, 6)) assert.deepEqual(Object.keys(h).sort(), ['NSFW', 'caption', 'id', 'image_path', 'similarity', 'url']);
-    for (const h of hits.slice(6)) assert.deepEqual(Object.keys(h).sort(), ['id', 'similarity']);
+    for (const h of hits.slice(0, 8)) assert.deepEqual(Object.keys(h).sort(), ['NSFW', 'caption', 'id', 'image_path', 'similarity', 'url']);
+    for (const h of hits.slice(8)) assert.deepEqual(Object.keys(h).sort(), ['id', 'similarity']);
     for (let i = 1; i < hits.length; i++) assert.ok(hits[i]!.similarity <= hits[i - 1]!.similarity + 1e-6);
     assert.ok(hits.every((h) => Number.isInteger(h.id)));
   }
@@ -116,12 +118,13 @@ test('/knn-service: image (base64) and image_url queries find the picture itself
 
   // Near-duplicate removal, checked against the index's own vectors: kept results are pairwise at
   // most 0.94 apart in inner product, every removed one is above 0.94 with some result, and the
-  // best-ranked result stays first. (The tiny model maps every image of one colour to almost the
-  // same vector, so each colour collapses to a few results.)
+  // best-ranked result stays first. (The tiny model maps every image of one colour and shape to
+  // almost the same vector, so each collapses to one or a few results.)
   const dupB64 = fx.jpegs.get(fx.items.find((i) => i.colour === 'cyan' && i.shape === 'square')!.key)!.toString('base64');
-  const all = (await post(back.url, '/knn-service', clipClientBody({ image: dupB64, deduplicate: false, use_safety_model: false, num_images: 49, num_result_ids: 49 }))).json as Hit[];
-  const dedup = (await post(back.url, '/knn-service', clipClientBody({ image: dupB64, deduplicate: true, use_safety_model: false, num_images: 49, num_result_ids: 49 }))).json as Hit[];
-  assert.equal(all.length, 49);
+  const everything = fx.items.length;
+  const all = (await post(back.url, '/knn-service', clipClientBody({ image: dupB64, deduplicate: false, use_safety_model: false, num_images: everything, num_result_ids: everything }))).json as Hit[];
+  const dedup = (await post(back.url, '/knn-service', clipClientBody({ image: dupB64, deduplicate: true, use_safety_model: false, num_images: everything, num_result_ids: everything }))).json as Hit[];
+  assert.equal(all.length, everything);
   assert.ok(dedup.length < all.length && dedup.length > 1, `${dedup.length}`);
   assert.equal(dedup[0]!.id, all[0]!.id);
   const index = await readIndex(join(fx.indexFolder, 'image.index'));
@@ -141,18 +144,18 @@ test('/knn-service: image (base64) and image_url queries find the picture itself
   // Safe mode drops the rows tagged NSFW.
   const nsfw = fx.items.filter((i) => i.nsfw === 'NSFW').map((i) => Number(i.key));
   assert.ok(nsfw.length > 0);
-  const unsafe = (await post(back.url, '/knn-service', clipClientBody({ embedding_input: new Array(16).fill(0).map((_, j) => (j === 15 ? 1 : 0)), use_safety_model: false, deduplicate: false, num_images: 49, num_result_ids: 49 }))).json as Hit[];
-  const safe = (await post(back.url, '/knn-service', clipClientBody({ embedding_input: new Array(16).fill(0).map((_, j) => (j === 15 ? 1 : 0)), use_safety_model: true, deduplicate: false, num_images: 49, num_result_ids: 49 }))).json as Hit[];
-  assert.equal(unsafe.length, 49);
-  assert.equal(safe.length, 49 - nsfw.length);
+  const unsafe = (await post(back.url, '/knn-service', clipClientBody({ embedding_input: new Array(16).fill(0).map((_, j) => (j === 15 ? 1 : 0)), use_safety_model: false, deduplicate: false, num_images: everything, num_result_ids: everything }))).json as Hit[];
+  const safe = (await post(back.url, '/knn-service', clipClientBody({ embedding_input: new Array(16).fill(0).map((_, j) => (j === 15 ? 1 : 0)), use_safety_model: true, deduplicate: false, num_images: everything, num_result_ids: everything }))).json as Hit[];
+  assert.equal(unsafe.length, everything);
+  assert.equal(safe.length, everything - nsfw.length);
   assert.ok(safe.every((h) => !nsfw.includes(h.id) && h.NSFW !== 'NSFW'));
 });
 
 test('/metadata: ids to {id, metadata}, [] for none', { skip }, async () => {
-  const r = await post(back.url, '/metadata', { indice_name: 'demo', ids: [3, 0, 48] });
+  const r = await post(back.url, '/metadata', { indice_name: 'demo', ids: [3, 0, fx.items.length - 1] });
   assert.equal(r.status, 200);
   const rows = r.json as Array<{ id: number; metadata: Record<string, unknown> }>;
-  assert.deepEqual(rows.map((x) => x.id), [3, 0, 48]);
+  assert.deepEqual(rows.map((x) => x.id), [3, 0, fx.items.length - 1]);
   for (const x of rows) {
     const item = fx.items[x.id]!;
     assert.deepEqual(x.metadata, { url: item.url, image_path: item.key, caption: item.caption, NSFW: item.nsfw });

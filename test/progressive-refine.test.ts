@@ -115,8 +115,20 @@ test('damaged progressive files fall back to libjpeg and keep its output', built
       s = (s * 1103515245 + 12345) >>> 0;
       bad[at] = s >>> 24;
     }
-    const a = ops.decodeJpeg(bad, 4, true);
-    const b = ops.decodeJpeg(bad, 4, false);
+    // Damage that lands on a marker is an error: libjpeg's own, the same either way.
+    const decode = (refineHere: boolean): ReturnType<ImageOps['decodeJpeg']> | string => {
+      try {
+        return ops.decodeJpeg(bad, 4, refineHere);
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const a = decode(true);
+    const b = decode(false);
+    if (typeof a === 'string' || typeof b === 'string') {
+      assert.equal(a, b, `damaged file ${i}: not the same error as libjpeg's`);
+      continue;
+    }
     if (a.refinedHere) own++;
     assert.ok(a.data.equals(b.data) && a.width === b.width, `damaged file ${i}: pixels differ from libjpeg's`);
   }

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { TINY_COLOURS, TINY_SHAPES, writeTinyClip } from '../../demo/tiny-clip.ts';
+import { shapeOutline, TINY_COLOURS, TINY_SHAPES, writeTinyClip, type TinyShape } from '../../demo/tiny-clip.ts';
 import { TarWriter } from '../../lib/webdataset/tar-writer.ts';
 import { runCli, startCli } from './cli-process.ts';
 
@@ -17,7 +17,7 @@ export interface FixtureItem {
   key: string;
   caption: string;
   colour: string;
-  shape: string;
+  shape: TinyShape;
   url: string;
   nsfw: string;
 }
@@ -34,18 +34,16 @@ export interface BackFixture {
   close(): Promise<void>;
 }
 
-export async function shapeJpeg(colour: string, shape: string, w: number, h: number): Promise<Buffer> {
+/** A JPEG of the unit shape of demo/tiny-clip.ts (circumradius 0.45 of the side) filled with the colour. */
+export async function shapeJpeg(colour: string, shape: TinyShape, w: number, h: number): Promise<Buffer> {
   const [r, g, b] = TINY_COLOURS[colour]!.map((v) => Math.round(v * 255));
   const fill = `rgb(${r},${g},${b})`;
-  const s = Math.min(w, h);
-  const body =
-    shape === 'circle'
-      ? `<circle cx="${w / 2}" cy="${h / 2}" r="${s * 0.4}" fill="${fill}"/>`
-      : shape === 'square'
-        ? `<rect x="${(w - s * 0.8) / 2}" y="${(h - s * 0.8) / 2}" width="${s * 0.8}" height="${s * 0.8}" fill="${fill}"/>`
-        : `<polygon points="${w / 2},${h * 0.1} ${w * 0.1},${h * 0.9} ${w * 0.9},${h * 0.9}" fill="${fill}"/>`;
-  // A light grey background: the tiny model reads a shape's colour as the per-channel minimum, so
-  // white shapes still differ from the background.
+  const radius = Math.min(w, h) * 0.45;
+  const outline = shapeOutline(shape);
+  const body = outline
+    ? `<polygon points="${outline.map(([x, y]) => `${w / 2 + x * radius},${h / 2 + y * radius}`).join(' ')}" fill="${fill}"/>`
+    : `<circle cx="${w / 2}" cy="${h / 2}" r="${radius}" fill="${fill}"/>`;
+  // White shapes on light grey: the tiny model reads the foreground as what is darker than white.
   const svg = `<svg width="${w}" height="${h}" xmlns="http://www.w3.org/2000/svg"><rect width="${w}" height="${h}" fill="${colour === 'white' ? 'rgb(200,200,200)' : 'white'}"/>${body}</svg>`;
   return sharp(Buffer.from(svg)).jpeg({ quality: 92 }).toBuffer();
 }
@@ -71,7 +69,7 @@ export async function buildBackFixture(): Promise<BackFixture> {
   const imageHost = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const items: FixtureItem[] = [];
   let n = 0;
-  const add = async (colour: string, shape: string, size: number, nsfw: string, bytes?: Buffer): Promise<void> => {
+  const add = async (colour: string, shape: TinyShape, size: number, nsfw: string, bytes?: Buffer): Promise<void> => {
     const key = String(n++).padStart(9, '0');
     jpegs.set(key, bytes ?? (await shapeJpeg(colour, shape, size, size)));
     items.push({ key, caption: `a ${colour} ${shape}`, colour, shape, url: `${imageHost}/img/${key}.jpg`, nsfw });
@@ -120,7 +118,7 @@ export interface RunningBack {
 }
 
 /** Starts `run.ts back` on a free port over indices_paths.json written from `paths`. */
-export async function startBack(fixture: BackFixture, paths: Record<string, unknown>, extra: string[] = []): Promise<RunningBack> {
+export async function startBack(fixture: Pick<BackFixture, 'dir'>, paths: Record<string, unknown>, extra: string[] = []): Promise<RunningBack> {
   const file = join(fixture.dir, `indices_paths-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(paths));
   const { child, done } = startCli('embeddings-indices-hosting/run.ts', ['back', '--indices-paths', file, '--port', '0', ...extra]);
