@@ -1,6 +1,6 @@
 // A thin N-API face over faiss (Debian's static libfaiss.a 1.7.3 + OpenBLAS): build, train, add,
-// search, tune by ParameterSpace string, reconstruct, write and read (optionally memory-mapped).
-// Long calls (read, train, add, search, write) run on libuv's pool and resolve a Promise; a faiss
+// search, search-and-reconstruct, tune by ParameterSpace string, reconstruct, write and read
+// (optionally memory-mapped). Long calls (read, train, add, search, write) run on libuv's pool and resolve a Promise; a faiss
 // exception becomes a rejected Promise / a thrown JS Error, never a crash.
 // Concurrency: every index carries a shared_mutex. Searches, reconstructs and writes share it;
 // train/add/setParameters/dispose need it alone. Calls made on the JS thread never wait for it:
@@ -110,6 +110,7 @@ class Index : public Napi::ObjectWrap<Index> {
   Napi::Value Train(const Napi::CallbackInfo& info);
   Napi::Value Add(const Napi::CallbackInfo& info);
   Napi::Value Search(const Napi::CallbackInfo& info);
+  Napi::Value SearchAndReconstruct(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SetParameters(const Napi::CallbackInfo& info);
   Napi::Value ConfigureTraining(const Napi::CallbackInfo& info);
@@ -339,6 +340,49 @@ Napi::Value Index::Search(const Napi::CallbackInfo& info) {
   return job->promise();
 }
 
+// faiss' search_and_reconstruct: IVF indices decode the result vectors from the codes the scan has
+// just read (list number + offset), so no id lookup; other indices search, then reconstruct(id).
+// Rows of `vectors` where the label is -1 are NaN (faiss fills them with 0xff bytes).
+Napi::Value Index::SearchAndReconstruct(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  faiss::Index* idx = live(env);
+  int64_t nq = countArg(info, 1, "searchAndReconstruct(nq)");
+  int64_t k = countArg(info, 2, "searchAndReconstruct(k)");
+  if (k < 1) throw Napi::RangeError::New(env, "searchAndReconstruct: k must be >= 1");
+  const float* x = floatsArg(info, 0, static_cast<size_t>(nq) * idx->d, "searchAndReconstruct");
+  int threads = threadsArg(info, 3);
+  auto h = holder;
+  size_t d = static_cast<size_t>(idx->d);
+  auto dist = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k));
+  auto labels = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(nq * k));
+  auto recons = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k) * d);
+  auto* job = new Job(
+      env,
+      [h, nq, k, x, threads, dist, labels, recons]() {
+        std::shared_lock lock(h->mutex);
+        if (!h->index) throw std::runtime_error("faiss index was disposed");
+        if (threads) omp_set_num_threads(threads);
+        h->index->search_and_reconstruct(nq, x, k, dist->data(), labels->data(), recons->data());
+      },
+      [dist, labels, recons](Napi::Env env) -> Napi::Value {
+        auto d = Napi::Float32Array::New(env, dist->size());
+        std::copy(dist->begin(), dist->end(), d.Data());
+        auto l = Napi::Float64Array::New(env, labels->size());
+        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
+        auto v = Napi::Float32Array::New(env, recons->size());
+        std::copy(recons->begin(), recons->end(), v.Data());
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("distances", d);
+        r.Set("labels", l);
+        r.Set("vectors", v);
+        return r;
+      });
+  job->keep(info[0]);
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
 Napi::Value Index::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
@@ -502,6 +546,7 @@ Napi::Object Index::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&Index::Train>("train"),
       InstanceMethod<&Index::Add>("add"),
       InstanceMethod<&Index::Search>("search"),
+      InstanceMethod<&Index::SearchAndReconstruct>("searchAndReconstruct"),
       InstanceMethod<&Index::Write>("write"),
       InstanceMethod<&Index::SetParameters>("setParameters"),
       InstanceMethod<&Index::ConfigureTraining>("configureTraining"),
