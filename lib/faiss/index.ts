@@ -53,6 +53,14 @@ export interface NativeIndex {
   readonly isTrained: boolean;
   train(x: Float32Array | FloatMatrix, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number, threads?: number): Promise<void>;
+  /** IVF indices (also behind OPQ): add with the given ids (integers < 2^53) instead of ntotal, ntotal+1, ... */
+  addWithIds(x: Float32Array, n: number, ids: Float64Array, threads?: number): Promise<void>;
+  /**
+   * faiss merge_from: moves every entry of `other` into this index, ids shifted by idOffset (default
+   * 0); `other` is left empty. Both must come from the same trained index (same quantizer, codes,
+   * OPQ matrix) and, for IVF, be in memory (not memory-mapped).
+   */
+  mergeFrom(other: NativeIndex, idOffset?: number): Promise<void>;
   search(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchResult>;
   /**
    * faiss' search_and_reconstruct, off the JS thread: the same results as search() plus the result
