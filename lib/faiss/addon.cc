@@ -37,6 +37,10 @@
 
 extern "C" void openblas_set_num_threads(int);
 
+namespace cah_faiss {
+const char* distanceKernels();  // distance-kernels.cc: "avx2" or "generic"
+}
+
 namespace {
 
 using idx_t = faiss::Index::idx_t;
@@ -665,6 +669,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("setInterrupt", Napi::Function::New(env, SetInterrupt));
   exports.Set("setBlasThreads", Napi::Function::New(env, SetBlasThreads));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));
+  exports.Set("distanceKernels", Napi::String::New(env, cah_faiss::distanceKernels()));
   exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
   return exports;
 }

@@ -92,6 +92,11 @@ interface FaissAddon {
   setBlasThreads(n: number): void;
   maxThreads(): number;
   faissVersion: string;
+  /**
+   * Which float distance kernels faiss runs (lib/faiss/distance-kernels.cc): "avx2" (ours, AVX2 +
+   * FMA) or "generic" (Debian's scalar ones: a CPU without AVX2, or CAH_FAISS_KERNELS=generic).
+   */
+  distanceKernels: 'avx2' | 'generic';
 }
 
 export const FAISS_APT_PACKAGES = ['libfaiss-dev', 'libopenblas-dev'];
