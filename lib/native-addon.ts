@@ -24,7 +24,9 @@ export interface AddonSpec {
 export const ADDONS: readonly AddonSpec[] = [
   { name: 'image_ops', sources: ['lib/image-ops/addon.cc', 'lib/image-ops/jpeg-codec.cc', 'lib/image-ops/png-webp-codec.cc', 'lib/image-ops/resample.cc', 'lib/image-ops/transform.cc', 'lib/image-ops/progressive-refine.cc', 'lib/image-ops/clip-preprocess.cc'], libs: ['-ljpeg', '-lspng', '-lwebp'], debianPackages: ['g++', 'libjpeg-dev', 'libspng-dev', 'libwebp-dev'] },
   // Debian ships faiss only as a static PIC libfaiss.a: it links into the addon with OpenBLAS + OpenMP.
-  { name: 'faiss', sources: ['lib/faiss/addon.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
+  // distance-kernels.cc redefines faiss' scalar distance functions (AVX2 where the CPU has it):
+  // --allow-multiple-definition keeps the first definition, ours, which precedes -lfaiss.
+  { name: 'faiss', sources: ['lib/faiss/addon.cc', 'lib/faiss/distance-kernels.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp', '-Wl,--allow-multiple-definition'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
 ];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { HttpError, type HttpClient } from '../../lib/http/client.ts';
-import { createIndex, type NativeIndex } from '../../lib/faiss/index.ts';
+import { createIndex, type NativeIndex, type SearchResult } from '../../lib/faiss/index.ts';
 import { ImageDecodeError } from './encoder.ts';
 import type { ServedIndex } from './indices.ts';
 import type { MetadataRow, MetadataSource } from './metadata-store.ts';
@@ -188,11 +188,27 @@ async function queryVector(q: KnnQuery, ctx: KnnContext): Promise<Float32Array> 
   return q.embedding!;
 }
 
+/** Indices whose searchAndReconstruct was refused ("not implemented"): searched the plain way since. */
+const noSearchAndReconstruct = new WeakSet<NativeIndex>();
+
 /**
- * An addon that also offers faiss' search_and_reconstruct (vectors from the codes the search has
- * already read: no per-id lookup). Ours does not yet; when it does, deduplicating queries use it.
+ * The search for a deduplicating query: faiss' search_and_reconstruct (the result vectors decoded
+ * from the codes the search has already read, off the JS thread) when the addon has it and the index
+ * supports it; otherwise a plain search, and the vectors come from reconstruct(id) afterwards.
+ * Both give the same ids and distances (search_and_reconstruct runs the same scan).
  */
-type SearchAndReconstruct = (x: Float32Array, nq: number, k: number, threads?: number) => Promise<{ distances: Float32Array; labels: Float64Array; vectors: Float32Array }>;
+export async function searchWithVectors(index: NativeIndex, query: Float32Array, k: number): Promise<SearchResult & { vectors?: Float32Array }> {
+  // typeof: an addon built before searchAndReconstruct existed lacks the method
+  if (typeof index.searchAndReconstruct === 'function' && !noSearchAndReconstruct.has(index)) {
+    try {
+      return await index.searchAndReconstruct(query, 1, k, 1);
+    } catch (err) {
+      if (!/not implemented/i.test((err as Error).message)) throw err;
+      noSearchAndReconstruct.add(index);
+    }
+  }
+  return index.search(query, 1, k, 1);
+}
 
 /**
  * Result vectors, L2-normalised (zero rows stay zero). `reconstruct` runs on the JS thread; on an
@@ -310,8 +326,7 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
   const k = Math.min(q.numResultIds, index.ntotal);
   if (k === 0) return [];
   // One thread per query: concurrent queries are the parallelism (OpenMP threads would oversubscribe).
-  const sr = (index as NativeIndex & { searchAndReconstruct?: SearchAndReconstruct }).searchAndReconstruct;
-  const found = await metrics.time('knn_index_time', () => (q.deduplicate && sr ? sr.call(index, vector, 1, k, 1) : index.search(vector, 1, k, 1)));
+  const found: SearchResult & { vectors?: Float32Array } = await metrics.time('knn_index_time', () => (q.deduplicate ? searchWithVectors(index, vector, k) : index.search(vector, 1, k, 1)));
   let ids: number[] = [];
   let sims: number[] = [];
   for (let i = 0; i < k; i++) {
@@ -321,8 +336,7 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
     sims.push(found.distances[i]!);
   }
   if (q.deduplicate && ids.length > 1) {
-    const given = 'vectors' in found ? (found.vectors as Float32Array) : undefined;
-    const keep = await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids, given), ids.length, index.d));
+    const keep = await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids, found.vectors), ids.length, index.d));
     ids = keep.map((p) => ids[p]!);
     sims = keep.map((p) => sims[p]!);
   }

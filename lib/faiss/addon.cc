@@ -1,7 +1,8 @@
-// A thin N-API face over faiss (Debian's static libfaiss.a 1.7.3 + OpenBLAS): build, train, add,
-// search, tune by ParameterSpace string, reconstruct, write and read (optionally memory-mapped).
-// Long calls (read, train, add, search, write) run on libuv's pool and resolve a Promise; a faiss
-// exception becomes a rejected Promise / a thrown JS Error, never a crash.
+// A thin N-API face over faiss (Debian's static libfaiss.a 1.7.3 + OpenBLAS): build, train, add
+// (with ids), merge, search, search-and-reconstruct, tune by ParameterSpace string, reconstruct,
+// write and read (optionally memory-mapped). Long calls (read, train, add, merge, search, write)
+// run on libuv's pool and resolve a Promise; a faiss exception becomes a rejected Promise / a
+// thrown JS Error, never a crash.
 // Concurrency: every index carries a shared_mutex. Searches, reconstructs and writes share it;
 // train/add/setParameters/dispose need it alone. Calls made on the JS thread never wait for it:
 // they throw "busy" instead, so the event loop is never blocked behind a training run.
@@ -19,6 +20,7 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/OnDiskInvertedLists.h>
 #include <sys/stat.h>
 #include <omp.h>
@@ -26,6 +28,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <shared_mutex>
 #include <sstream>
@@ -33,6 +36,10 @@
 #include <vector>
 
 extern "C" void openblas_set_num_threads(int);
+
+namespace cah_faiss {
+const char* distanceKernels();  // distance-kernels.cc: "avx2" or "generic"
+}
 
 namespace {
 
@@ -109,7 +116,10 @@ class Index : public Napi::ObjectWrap<Index> {
   static Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Train(const Napi::CallbackInfo& info);
   Napi::Value Add(const Napi::CallbackInfo& info);
+  Napi::Value AddWithIds(const Napi::CallbackInfo& info);
+  Napi::Value MergeFrom(const Napi::CallbackInfo& info);
   Napi::Value Search(const Napi::CallbackInfo& info);
+  Napi::Value SearchAndReconstruct(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SetParameters(const Napi::CallbackInfo& info);
   Napi::Value ConfigureTraining(const Napi::CallbackInfo& info);
@@ -303,6 +313,76 @@ Napi::Value Index::Add(const Napi::CallbackInfo& info) {
   return job->promise();
 }
 
+// add_with_ids: ids are given as doubles (exact integers up to 2^53, as search returns them).
+// IVF indices (also behind OPQ) take them; Flat and HNSW number vectors by position and refuse.
+Napi::Value Index::AddWithIds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  live(env);
+  int64_t n = countArg(info, 1, "addWithIds(n)");
+  const float* x = floatsArg(info, 0, static_cast<size_t>(n) * holder->index->d, "addWithIds");
+  if (info.Length() < 3 || !info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(env, "addWithIds: ids must be a Float64Array");
+  auto idsIn = info[2].As<Napi::Float64Array>();
+  if (idsIn.ElementLength() != static_cast<size_t>(n))
+    throw Napi::RangeError::New(env, "addWithIds: " + std::to_string(idsIn.ElementLength()) + " ids for " + std::to_string(n) + " vectors");
+  auto ids = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(n));
+  for (size_t i = 0; i < static_cast<size_t>(n); i++) {
+    double v = idsIn[i];
+    if (!(v >= 0) || v != std::floor(v) || v > 9007199254740991.0)
+      throw Napi::RangeError::New(env, "addWithIds: id " + std::to_string(v) + " at position " + std::to_string(i) + " is not a non-negative integer");
+    (*ids)[i] = static_cast<idx_t>(v);
+  }
+  int threads = threadsArg(info, 3);
+  auto h = holder;
+  auto* job = new Job(env, [h, n, x, ids, threads]() {
+    std::unique_lock lock(h->mutex);
+    if (!h->index) throw std::runtime_error("faiss index was disposed");
+    if (!h->index->is_trained) throw std::runtime_error("addWithIds: the index is not trained");
+    if (threads) omp_set_num_threads(threads);
+    h->index->add_with_ids(n, x, ids->data());
+  }, nullptr);
+  job->keep(info[0]);
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
+faiss::IndexIVF* ivfOf(faiss::Index* idx) {
+  if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(idx)) idx = pt->index;
+  return dynamic_cast<faiss::IndexIVF*>(idx);
+}
+
+// merge_from: moves every entry of `other` into this index (ids + idOffset); `other` is left empty.
+// faiss checks that both have the same type, quantizer centroids, code size (and OPQ matrices).
+// IVF lists must both be in memory: faiss merges list by list inside an OpenMP loop, where a
+// read-only memory-mapped list would throw, and an exception escaping OpenMP aborts the process.
+Napi::Value Index::MergeFrom(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  live(env);
+  if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(Index::ctor.Value()))
+    throw Napi::TypeError::New(env, "mergeFrom: expected a faiss index");
+  auto other = Index::Unwrap(info[0].As<Napi::Object>())->holder;
+  if (other == holder) throw Napi::Error::New(env, "mergeFrom: cannot merge an index into itself");
+  if (!other->index) throw Napi::Error::New(env, "mergeFrom: the other faiss index was disposed");
+  int64_t idOffset = info.Length() > 1 && !info[1].IsUndefined() ? countArg(info, 1, "mergeFrom(idOffset)") : 0;
+  auto h = holder;
+  auto* job = new Job(env, [h, other, idOffset]() {
+    std::scoped_lock lock(h->mutex, other->mutex);
+    if (!h->index || !other->index) throw std::runtime_error("faiss index was disposed");
+    faiss::IndexIVF* a = ivfOf(h->index.get());
+    faiss::IndexIVF* b = ivfOf(other->index.get());
+    if (a && b && (!dynamic_cast<faiss::ArrayInvertedLists*>(a->invlists) || !dynamic_cast<faiss::ArrayInvertedLists*>(b->invlists)))
+      throw std::runtime_error("mergeFrom: both IVF indices must be in memory (read them without mmap)");
+    h->index->merge_from(*other->index, idOffset);
+    // IndexPreTransform::merge_from empties the inner index of `other` but not its own count
+    if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(other->index.get())) pt->ntotal = pt->index->ntotal;
+  }, nullptr);
+  job->keep(info[0]);
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
 Napi::Value Index::Search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
@@ -331,6 +411,49 @@ Napi::Value Index::Search(const Napi::CallbackInfo& info) {
         Napi::Object r = Napi::Object::New(env);
         r.Set("distances", d);
         r.Set("labels", l);
+        return r;
+      });
+  job->keep(info[0]);
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
+// faiss' search_and_reconstruct: IVF indices decode the result vectors from the codes the scan has
+// just read (list number + offset), so no id lookup; other indices search, then reconstruct(id).
+// Rows of `vectors` where the label is -1 are NaN (faiss fills them with 0xff bytes).
+Napi::Value Index::SearchAndReconstruct(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  faiss::Index* idx = live(env);
+  int64_t nq = countArg(info, 1, "searchAndReconstruct(nq)");
+  int64_t k = countArg(info, 2, "searchAndReconstruct(k)");
+  if (k < 1) throw Napi::RangeError::New(env, "searchAndReconstruct: k must be >= 1");
+  const float* x = floatsArg(info, 0, static_cast<size_t>(nq) * idx->d, "searchAndReconstruct");
+  int threads = threadsArg(info, 3);
+  auto h = holder;
+  size_t d = static_cast<size_t>(idx->d);
+  auto dist = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k));
+  auto labels = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(nq * k));
+  auto recons = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k) * d);
+  auto* job = new Job(
+      env,
+      [h, nq, k, x, threads, dist, labels, recons]() {
+        std::shared_lock lock(h->mutex);
+        if (!h->index) throw std::runtime_error("faiss index was disposed");
+        if (threads) omp_set_num_threads(threads);
+        h->index->search_and_reconstruct(nq, x, k, dist->data(), labels->data(), recons->data());
+      },
+      [dist, labels, recons](Napi::Env env) -> Napi::Value {
+        auto d = Napi::Float32Array::New(env, dist->size());
+        std::copy(dist->begin(), dist->end(), d.Data());
+        auto l = Napi::Float64Array::New(env, labels->size());
+        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
+        auto v = Napi::Float32Array::New(env, recons->size());
+        std::copy(recons->begin(), recons->end(), v.Data());
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("distances", d);
+        r.Set("labels", l);
+        r.Set("vectors", v);
         return r;
       });
   job->keep(info[0]);
@@ -501,7 +624,10 @@ Napi::Object Index::Init(Napi::Env env, Napi::Object exports) {
       StaticMethod<&Index::Read>("read"),
       InstanceMethod<&Index::Train>("train"),
       InstanceMethod<&Index::Add>("add"),
+      InstanceMethod<&Index::AddWithIds>("addWithIds"),
+      InstanceMethod<&Index::MergeFrom>("mergeFrom"),
       InstanceMethod<&Index::Search>("search"),
+      InstanceMethod<&Index::SearchAndReconstruct>("searchAndReconstruct"),
       InstanceMethod<&Index::Write>("write"),
       InstanceMethod<&Index::SetParameters>("setParameters"),
       InstanceMethod<&Index::ConfigureTraining>("configureTraining"),
@@ -543,6 +669,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("setInterrupt", Napi::Function::New(env, SetInterrupt));
   exports.Set("setBlasThreads", Napi::Function::New(env, SetBlasThreads));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));
+  exports.Set("distanceKernels", Napi::String::New(env, cah_faiss::distanceKernels()));
   exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
   return exports;
 }

@@ -13,6 +13,11 @@ export interface SearchResult {
   labels: Float64Array;
 }
 
+export interface SearchAndReconstructResult extends SearchResult {
+  /** nq*k*d floats: each result's vector as the index stores it (decoded codes); NaN rows where the label is -1. */
+  vectors: Float32Array;
+}
+
 /** Knobs for training that index_factory leaves at faiss' defaults. */
 export interface TrainingOptions {
   /** OPQ outer iterations (faiss default 50: very slow on Debian's generic build). */
@@ -48,7 +53,23 @@ export interface NativeIndex {
   readonly isTrained: boolean;
   train(x: Float32Array | FloatMatrix, n: number, threads?: number): Promise<void>;
   add(x: Float32Array, n: number, threads?: number): Promise<void>;
+  /** IVF indices (also behind OPQ): add with the given ids (integers < 2^53) instead of ntotal, ntotal+1, ... */
+  addWithIds(x: Float32Array, n: number, ids: Float64Array, threads?: number): Promise<void>;
+  /**
+   * faiss merge_from: moves every entry of `other` into this index, ids shifted by idOffset (default
+   * 0); `other` is left empty. Both must come from the same trained index (same quantizer, codes,
+   * OPQ matrix) and, for IVF, be in memory (not memory-mapped).
+   */
+  mergeFrom(other: NativeIndex, idOffset?: number): Promise<void>;
   search(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchResult>;
+  /**
+   * faiss' search_and_reconstruct, off the JS thread: the same results as search() plus the result
+   * vectors. IVF indices decode them from the codes the scan has just read (no id lookup); others
+   * search, then reconstruct each id. Rejects where the index cannot reconstruct (e.g. IDMap,Flat).
+   * Exact distance ties between different ids may come out in another order than search()'s on IVF
+   * indices (faiss breaks ties by the label, which is a list/offset pair during this scan).
+   */
+  searchAndReconstruct(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchAndReconstructResult>;
   write(path: string): Promise<void>;
   /** ParameterSpace syntax: "nprobe=16,efSearch=32,ht=2048". */
   setParameters(params: string): void;
@@ -71,6 +92,11 @@ interface FaissAddon {
   setBlasThreads(n: number): void;
   maxThreads(): number;
   faissVersion: string;
+  /**
+   * Which float distance kernels faiss runs (lib/faiss/distance-kernels.cc): "avx2" (ours, AVX2 +
+   * FMA) or "generic" (Debian's scalar ones: a CPU without AVX2, or CAH_FAISS_KERNELS=generic).
+   */
+  distanceKernels: 'avx2' | 'generic';
 }
 
 export const FAISS_APT_PACKAGES = ['libfaiss-dev', 'libopenblas-dev'];
