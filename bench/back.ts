@@ -4,7 +4,10 @@
 // for --seconds each with embedding_input queries and with text queries, bodies as ClipClient
 // sends them (num_images = num_result_ids = 40, deduplicate and safe mode on). Prints p50 / p99
 // latency, queries/s and the server's RSS (VmRSS, VmHWM from /proc).
+// With --clip-retrieval PYTHON, the same requests then go to clip-retrieval's own back end on the
+// same index folders (bench/clip-retrieval-back.ts), and ours / theirs / ratio are printed.
 //   npx tsx bench/back.ts [--vectors 1000000] [--clients 4] [--seconds 30] [--work-dir .bench/back]
+//     [--clip-retrieval .bench/clip-retrieval-venv/bin/python]
 // The data and indices are kept in --work-dir and reused by the next run (--rebuild to redo them).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -17,6 +20,7 @@ import { NpyWriter } from '../lib/npy.ts';
 import { openDb, sqlString } from '../lib/parquet.ts';
 import { seededRandom } from '../lib/random.ts';
 import { clusteredVectors } from '../test/helpers/clustered-vectors.ts';
+import { startClipRetrievalBack } from './clip-retrieval-back.ts';
 
 const cli = defineCli({
   command: 'npx tsx bench/back.ts',
@@ -32,6 +36,7 @@ const cli = defineCli({
     rebuild: { type: 'bool', default: false, help: 'Regenerate data and indices' },
     'index-key': { type: 'string', default: null, help: 'Force the 512-d index\'s faiss key (e.g. IVF4096,PQ64x8) instead of run.ts index\'s choice' },
     port: { type: 'int', default: 0, help: 'Port for back (0 = any)' },
+    'clip-retrieval': { type: 'string', default: null, help: 'Python of a venv with pip clip-retrieval: also load its back end on the same indices (offline, stub model) and compare' },
   },
 });
 
@@ -119,7 +124,37 @@ async function main(): Promise<number> {
   }
   const paths = join(work, 'indices_paths.json');
   await writeFile(paths, JSON.stringify({ big: join(big, 'index'), tiny: { indice_folder: join(tiny, 'index'), clip_model: model } }));
+  const setting = `${flags.vectors} vectors (${flags.dim}-d for embedding_input, 16-d + tiny CLIP for text), ${flags.clients} clients x ${flags.seconds} s, num_images ${flags.numImages}, deduplicate ${flags.deduplicate}, safe mode on`;
+  const queries = clusteredVectors(1000, flags.dim, { clusters: 1000, spread: 0.6, seed: 1001 });
+  // The same seeded request sequence for each server.
+  const phases = (): Array<[string, () => unknown]> => {
+    const rand = seededRandom(99);
+    const common = { image: null, image_url: null, modality: 'image', num_images: flags.numImages, num_result_ids: flags.numImages, use_mclip: false, deduplicate: flags.deduplicate, use_safety_model: true, use_violence_detector: true, aesthetic_score: '9', aesthetic_weight: '0.5' };
+    const colours = Object.keys(TINY_COLOURS);
+    return [
+      ['embedding_input', () => {
+        const r = Math.floor(rand() * 1000);
+        return { ...common, text: null, indice_name: 'big', embedding_input: Array.from(queries.subarray(r * flags.dim, (r + 1) * flags.dim)) };
+      }],
+      ['text', () => ({ ...common, text: `a ${colours[Math.floor(rand() * colours.length)]} ${TINY_SHAPES[Math.floor(rand() * 3)]}`, indice_name: 'tiny', embedding_input: null })],
+    ];
+  };
+  const measure = async (label: string, url: string, pid: number): Promise<Measured> => {
+    const atStart = rssOf(pid);
+    log.info(`${label} ready at ${url}; RSS ${mb(atStart.rss)}`);
+    const out: Measured = { atStart: atStart.rss, phases: new Map() };
+    for (const [name, body] of phases()) {
+      await load(url, flags.clients, Math.min(2, flags.seconds), body); // warm-up
+      const r = await load(url, flags.clients, flags.seconds, body);
+      const mem = rssOf(pid);
+      out.phases.set(name, { ...r, rss: mem.rss, hwm: mem.hwm });
+      log.info(`${label} ${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; RSS ${mb(mem.rss)} (peak ${mb(mem.hwm)})`);
+      log.info(await (await fetch(`${url}/metrics-summary`)).text());
+    }
+    return out;
+  };
   const back = spawn(process.execPath, ['--import', 'tsx', 'embeddings-indices-hosting/run.ts', 'back', '--indices-paths', paths, '--port', String(flags.port), '--enable-faiss-memory-mapping'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  let ours: Measured;
   try {
     let err = '';
     const url = await new Promise<string>((res, rej) => {
@@ -131,34 +166,76 @@ async function main(): Promise<number> {
       });
       back.on('close', (code) => rej(new Error(`back exited with ${code}: ${err.slice(-2000)}`)));
     });
-    const atStart = rssOf(back.pid!);
-    log.info(`back ready at ${url}; RSS ${mb(atStart.rss)}`);
-    const rand = seededRandom(99);
-    const queries = clusteredVectors(1000, flags.dim, { clusters: 1000, spread: 0.6, seed: 1001 });
-    const common = { image: null, image_url: null, modality: 'image', num_images: flags.numImages, num_result_ids: flags.numImages, use_mclip: false, deduplicate: flags.deduplicate, use_safety_model: true, use_violence_detector: true, aesthetic_score: '9', aesthetic_weight: '0.5' };
-    const colours = Object.keys(TINY_COLOURS);
-    const phases: Array<[string, () => unknown]> = [
-      ['embedding_input', () => {
-        const r = Math.floor(rand() * 1000);
-        return { ...common, text: null, indice_name: 'big', embedding_input: Array.from(queries.subarray(r * flags.dim, (r + 1) * flags.dim)) };
-      }],
-      ['text', () => ({ ...common, text: `a ${colours[Math.floor(rand() * colours.length)]} ${TINY_SHAPES[Math.floor(rand() * 3)]}`, indice_name: 'tiny', embedding_input: null })],
-    ];
-    const lines: string[] = [];
-    for (const [name, body] of phases) {
-      await load(url, flags.clients, Math.min(2, flags.seconds), body); // warm-up
-      const r = await load(url, flags.clients, flags.seconds, body);
-      const mem = rssOf(back.pid!);
-      lines.push(`${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; back RSS ${mb(mem.rss)} (peak ${mb(mem.hwm)})`);
-      log.info(lines.at(-1)!);
-      log.info(await (await fetch(`${url}/metrics-summary`)).text());
-    }
-    log.info(`\n${flags.vectors} vectors (${flags.dim}-d for embedding_input, 16-d + tiny CLIP for text), ${flags.clients} clients x ${flags.seconds} s, num_images ${flags.numImages}, deduplicate ${flags.deduplicate}, safe mode on; RSS at start ${mb(atStart.rss)}`);
-    for (const l of lines) log.info(l);
+    ours = await measure('ours', url, back.pid!);
   } finally {
-    back.kill('SIGTERM');
+    await new Promise<void>((res) => {
+      if (back.exitCode !== null || back.signalCode !== null) return res();
+      back.once('close', () => res());
+      back.kill('SIGTERM');
+    });
   }
+  log.info(`\n${setting}; back RSS at start ${mb(ours.atStart)}`);
+  for (const [name, r] of ours.phases) log.info(phaseLine(name, r));
+  if (flags.clipRetrieval) await comparePeer(flags.clipRetrieval, work, { big: join(big, 'index'), tiny: join(tiny, 'index') }, setting, ours, measure);
   return 0;
+}
+
+// ---- clip-retrieval's back end on the same indices (--clip-retrieval PYTHON).
+
+interface PhaseResult {
+  n: number;
+  errors: number;
+  p50: number;
+  p99: number;
+  qps: number;
+  rss: number;
+  hwm: number;
+}
+
+interface Measured {
+  atStart: number;
+  phases: Map<string, PhaseResult>;
+}
+
+function phaseLine(name: string, r: PhaseResult): string {
+  return `${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; back RSS ${mb(r.rss)} (peak ${mb(r.hwm)})`;
+}
+
+/** Starts clip-retrieval back on the same index folders, sends it the same phases, prints ours / theirs / ratio. */
+async function comparePeer(
+  python: string,
+  work: string,
+  indices: Record<string, string>,
+  setting: string,
+  ours: Measured,
+  measure: (label: string, url: string, pid: number) => Promise<Measured>,
+): Promise<void> {
+  const peer = await startClipRetrievalBack({ python: resolve(python), work: join(work, 'clip-retrieval'), indices, textDim: 16 });
+  let theirs: Measured;
+  try {
+    theirs = await measure('clip-retrieval', peer.url, peer.pid);
+  } finally {
+    await peer.stop();
+  }
+  const lines = [`\n${setting}`, `clip-retrieval back: ${peer.command}`, `${'figure'.padEnd(34)} ${'ours'.padStart(10)} ${'clip-retrieval'.padStart(14)}  ratio`];
+  // ratio > 1 means ours is ahead: theirs / ours for times and memory, ours / theirs for queries/s.
+  const row = (figure: string, o: number, t: number, unit: string, higherIsBetter: boolean, digits = 1): string =>
+    `${figure.padEnd(34)} ${`${o.toFixed(digits)} ${unit}`.padStart(10)} ${`${t.toFixed(digits)} ${unit}`.padStart(14)}  ${(higherIsBetter ? o / t : t / o).toFixed(2)}x`;
+  const MB = 1024 * 1024;
+  lines.push(row('RSS at start', ours.atStart / MB, theirs.atStart / MB, 'MB', false, 0));
+  for (const [name, o] of ours.phases) {
+    const t = theirs.phases.get(name);
+    if (!t) continue;
+    lines.push(
+      row(`${name} p50`, o.p50, t.p50, 'ms', false),
+      row(`${name} p99`, o.p99, t.p99, 'ms', false),
+      row(`${name} queries/s`, o.qps, t.qps, 'q/s', true, 0),
+      row(`${name} RSS after`, o.rss / MB, t.rss / MB, 'MB', false, 0),
+    );
+    if (o.errors || t.errors) lines.push(`${name}: errors ours ${o.errors}, clip-retrieval ${t.errors}`);
+  }
+  lines.push('(ratio: how many times ours is ahead; < 1 = behind)');
+  for (const l of lines) log.info(l);
 }
 
 if (isMainModule(import.meta.url)) process.exitCode = await main();
