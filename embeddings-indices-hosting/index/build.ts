@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../../lib/atomic-file.ts';
 import { createFloatMatrix, createIndex, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
 import { estimatedIndexSize, formatMemory, selectIndexKey } from './key-selection.ts';
 import { describeFiles, exactTopK, forEachRow, gatherRows, listEmbeddings, measureLatency, reconstructionErrorPercent, sampleIds, streamVectors, type EmbeddingSet } from './score.ts';
-import { tuneIndex } from './tune.ts';
+import { DEFAULT_TARGET_RECALL, tuneIndex } from './tune.ts';
 
 export interface BuildOptions {
   embeddingsFolder: string;
@@ -212,7 +212,7 @@ export async function buildIndex(opts: BuildOptions): Promise<BuildResult> {
       log(`exact search for ${nq} held-out queries (ground truth for tuning)`);
       const truth = await exactTopK(set, q.x, nq, 10, { metric, threads });
       sampleRss();
-      const tuned = await tuneIndex(index, key, q.x, truth, { maxQueryMs: opts.maxQueryMs, targetRecall: opts.targetRecall ?? 0.99, threads, log });
+      const tuned = await tuneIndex(index, key, q.x, truth, { maxQueryMs: opts.maxQueryMs, targetRecall: opts.targetRecall ?? DEFAULT_TARGET_RECALL, threads, log });
       indexParam = tuned.indexParam;
       if (tuned.recallAt10 !== null) log(`recall@10 ${tuned.recallAt10.toFixed(3)} at ${indexParam}`);
     }

@@ -11,6 +11,7 @@ import { interruptibleBySignals, InterruptedError, loadFaiss } from '../../lib/f
 import { errorMessage, log } from '../../lib/log.ts';
 import { addNewPartitions, buildIndex, type BuildOptions } from './build.ts';
 import { formatMemory, NoKeyFitsError, parseMemory } from './key-selection.ts';
+import { DEFAULT_TARGET_RECALL } from './tune.ts';
 
 export const indexCli = defineCli({
   command: 'npx tsx embeddings-indices-hosting/run.ts index',
@@ -24,7 +25,7 @@ export const indexCli = defineCli({
     'nb-cores': { type: 'int', default: null, help: 'Threads for faiss (default: all cores)' },
     'index-key': { type: 'string', default: null, help: 'Force a faiss factory string (e.g. IVF1024,Flat or OPQ32_128,IVF1024,PQ32x8) instead of choosing one' },
     'index-param': { type: 'string', default: null, help: 'Force search parameters (ParameterSpace string, e.g. nprobe=16) instead of tuning' },
-    'target-recall': { type: 'float', default: 0.99, help: 'Tuning stops at the smallest nprobe / efSearch reaching this recall@10 on held-out queries (within the time bound)' },
+    'target-recall': { type: 'float', default: DEFAULT_TARGET_RECALL, help: 'Tuning stops at the smallest nprobe / efSearch reaching this recall@10 on held-out queries (within the time bound)' },
     'metric-type': { type: 'string', default: 'ip', choices: ['ip', 'l2'], help: 'Inner product (normalised CLIP embeddings) or L2' },
     'should-be-memory-mappable': { type: 'bool', default: false, help: 'Only IVF indices (their lists can be memory-mapped by the back end)' },
     'add-new-partitions': { type: 'bool', default: false, help: 'Add npy partitions not yet in the existing indices, without retraining' },
