@@ -193,7 +193,7 @@ def decompose(model_dir, out_dir, ours_pixels, count, tars, batch_size, threads)
     t = time.time()
     ids = tokenizer([c for _, _, c in items])
     tok_s = time.time() - t
-    np.save(os.path.join(out_dir, "torch_ids.npy"), ids.numpy())
+    np.save(os.path.join(out_dir, "torch_ids.npy"), ids.numpy().astype(np.float32))  # ids < 2^24: exact
     text_emb, text_s = run(ids, model.encode_text)
     np.save(os.path.join(out_dir, "torch_text.npy"), text_emb)
     print("RESULT " + json.dumps({
