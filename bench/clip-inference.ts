@@ -185,7 +185,7 @@ function runMeasured(cmd: string, args: string[]): Promise<TreeRun> {
       if (!child.pid) return;
       rss = Math.max(rss, treeRssKb(child.pid));
       pss = Math.max(pss, treePssKb(child.pid));
-    }, 250);
+    }, 1000); // reading /proc costs CPU the measured run would otherwise have
     child.on('close', (code) => {
       clearInterval(timer);
       const m = /CPUTIME ([\d.]+) ([\d.]+)/.exec(err);
