@@ -180,6 +180,8 @@ def decompose(model_dir, out_dir, ours_pixels, count, tars, batch_size, threads)
 
     def run(x, fn):
         out = []
+        with torch.inference_mode():
+            fn(x[: min(8, len(x))])  # warm-up: first-call allocations are not the model's speed
         t = time.time()
         with torch.inference_mode():
             for i in range(0, len(x), batch_size):
