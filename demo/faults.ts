@@ -310,7 +310,7 @@ export function faultBody(kind: FaultKind, n: number, seed = 0): Promise<Buffer>
   return faultImage(seed, n);
 }
 
-function pngChunk(type: string, data: Buffer): Buffer {
+export function pngChunk(type: string, data: Buffer): Buffer {
   const head = Buffer.alloc(8);
   head.writeUInt32BE(data.length, 0);
   head.write(type, 4, 'latin1');
@@ -358,17 +358,20 @@ export function decompressionBomb(side = 30000): Promise<Buffer> {
   const blocks: Buffer[] = [Buffer.from([0x78, 0xda])];
   for (let i = 0; i < side / rowsPerBlock; i++) blocks.push(block);
   blocks.push(finalBlock, adler);
+  const p = Promise.resolve(oneBitGreyPng(side, side, Buffer.concat(blocks)));
+  if (side === 30000) bombPromise = p;
+  return p;
+}
+
+/** A 1-bit greyscale PNG of width x height around `zlibScanlines`, its filtered rows deflated (zlib format). */
+export function oneBitGreyPng(width: number, height: number, zlibScanlines: Buffer): Buffer {
   const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(side, 0);
-  ihdr.writeUInt32BE(side, 4);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 1; // bit depth
   ihdr[9] = 0; // greyscale
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  const p = Promise.resolve(
-    Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', Buffer.concat(blocks)), pngChunk('IEND', Buffer.alloc(0))]),
-  );
-  if (side === 30000) bombPromise = p;
-  return p;
+  return Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', zlibScanlines), pngChunk('IEND', Buffer.alloc(0))]);
 }
 
 const HTML = Buffer.from('<!doctype html>\n<html><head><title>Not an image</title></head><body><p>Page moved.</p></body></html>\n');

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
+import { oneBitGreyPng, pngChunk } from '../demo/faults.ts';
 import { loadImageOps, type ImageOps } from '../lib/image-ops/index.ts';
 import { readPngOrWebpHeader } from '../lib/image-ops/png-webp-header.ts';
 import { createResizer, DEFAULT_RESIZER_OPTIONS } from '../download_images/resizer.ts';
@@ -21,31 +22,17 @@ for (let i = 0; i < rgba.length; i++) rgba[i] = (i * 7919 + (i >> 3) * 31) % 256
 const withAlpha = () => sharp(rgba, { raw: { width: W, height: H, channels: 4 } });
 const opaque = () => withAlpha().removeAlpha();
 
-function pngChunk(type: string, body: Buffer): Buffer {
-  const c = Buffer.alloc(12 + body.length);
-  c.writeUInt32BE(body.length, 0);
-  c.write(type, 4, 'latin1');
-  body.copy(c, 8);
-  c.writeUInt32BE(zlib.crc32(c.subarray(4, 8 + body.length)), 8 + body.length);
-  return c;
-}
 /** Inserts a chunk right after IHDR. */
 const withChunk = (png: Buffer, type: string, body: Buffer) => Buffer.concat([png.subarray(0, 33), pngChunk(type, body), png.subarray(33)]);
 
-/** A 1-bit greyscale PNG written by hand (sharp writes none): a checkerboard of 8 x 8 blocks. */
+/** A 1-bit greyscale PNG (sharp writes none): a checkerboard of 8 x 8 blocks. */
 function oneBitGrey(): Buffer {
   const stride = Math.ceil(W / 8);
   const rows = Buffer.alloc((stride + 1) * H);
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W; x++) if (((x >> 3) + (y >> 3)) % 2 === 0) rows[y * (stride + 1) + 1 + (x >> 3)]! |= 0x80 >> (x & 7);
   }
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(W, 0);
-  ihdr.writeUInt32BE(H, 4);
-  ihdr[8] = 1; // bit depth
-  ihdr[9] = 0; // greyscale
-  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', zlib.deflateSync(rows)), pngChunk('IEND', Buffer.alloc(0))]);
+  return oneBitGreyPng(W, H, zlib.deflateSync(rows));
 }
 
 function riffChunk(type: string, body: Buffer): Buffer {
