@@ -3,7 +3,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import { TEMP_PREFIX, writeFileAtomic } from '../lib/atomic-file.ts';
-import { CliError, defineCli, exitOnCliError, isMainModule, parseByteSize } from '../lib/cli.ts';
+import { byteSizeFlag, CliError, defineCli, exitOnCliError, isMainModule } from '../lib/cli.ts';
 import { HttpClient, HttpError, isRetryable } from '../lib/http/client.ts';
 import { errorMessage, log } from '../lib/log.ts';
 import { LOCK_NAME, lockOutputOrExit } from '../lib/output-lock.ts';
@@ -65,14 +65,7 @@ export function checkFlags(flags: Flags): { maxBytes: number } {
     throw new CliError(`--include: "${flags.include.join(',')}" holds an empty pattern, which matches nothing; write e.g. '*.csv'`);
   }
   if (flags.outputFolder.trim() === '') throw new CliError('--output-folder must not be empty');
-  let maxBytes: number;
-  try {
-    maxBytes = parseByteSize(flags.maxFileBytes);
-  } catch (err) {
-    throw new CliError(`--max-file-bytes: ${(err as Error).message}`);
-  }
-  if (!(maxBytes >= 1)) throw new CliError(`--max-file-bytes must be at least 1 byte, got "${flags.maxFileBytes}"`);
-  return { maxBytes };
+  return { maxBytes: byteSizeFlag('--max-file-bytes', flags.maxFileBytes) };
 }
 
 /**

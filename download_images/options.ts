@@ -1,6 +1,6 @@
 // img2dataset 1.47's `download()` options with the same defaults, plus our network additions
 // (contracts.md section 3), then the validation img2dataset does before any I/O.
-import { CliError, defineCli, parseByteSize, type ParsedFlags } from '../lib/cli.ts';
+import { byteSizeFlag, CliError, defineCli, type ParsedFlags } from '../lib/cli.ts';
 import { checkQueueName, checkRedisUrl } from '../lib/distributor/checks.ts';
 import { RESIZER_ENGINES, type ResizerEngine } from './resizer.ts';
 
@@ -183,13 +183,7 @@ export function toConfig(f: Flags): DownloadConfig {
   if (!(f.timeout > 0)) throw new CliError(`--timeout must be more than 0 seconds, got ${f.timeout}`);
   if (f.outputFolder.trim() === '') throw new CliError('--output-folder must not be empty');
   if (f.urlList.trim() === '') throw new CliError('--url-list must not be empty');
-  let maxImageBytes: number;
-  try {
-    maxImageBytes = parseByteSize(f.maxImageBytes);
-  } catch (err) {
-    throw new CliError(`--max-image-bytes: ${(err as Error).message}`);
-  }
-  if (!(maxImageBytes >= 1)) throw new CliError(`--max-image-bytes must be at least 1 byte, got "${f.maxImageBytes}"`);
+  const maxImageBytes = byteSizeFlag('--max-image-bytes', f.maxImageBytes);
   if (f.threadCount < 1 || f.processesCount < 1) throw new CliError('--thread-count and --processes-count must be at least 1');
   const redisUrl = isNone(f.redisUrl) ? null : f.redisUrl;
   if (f.distributor === 'bullmq') {

@@ -331,6 +331,18 @@ export function parseByteSize(raw: string | number): number {
   return Math.round(n * base ** exp);
 }
 
+/** A size flag's value in bytes, at least 1: a CliError names the flag otherwise. */
+export function byteSizeFlag(flag: string, raw: string | number): number {
+  let bytes: number;
+  try {
+    bytes = parseByteSize(raw);
+  } catch (err) {
+    throw new CliError(`${flag}: ${(err as Error).message}`);
+  }
+  if (!(bytes >= 1)) throw new CliError(`${flag} must be at least 1 byte, got "${raw}"`);
+  return bytes;
+}
+
 /** True when the module with this `import.meta.url` is the script node was started with. */
 export function isMainModule(metaUrl: string): boolean {
   const script = process.argv[1];
