@@ -120,6 +120,9 @@ class Index : public Napi::ObjectWrap<Index> {
   Napi::Value MergeFrom(const Napi::CallbackInfo& info);
   Napi::Value Search(const Napi::CallbackInfo& info);
   Napi::Value SearchAndReconstruct(const Napi::CallbackInfo& info);
+  // search(x, nq, k, threads) and searchAndReconstruct: the same arguments, job and result, plus
+  // the result vectors when withVectors.
+  Napi::Value SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SetParameters(const Napi::CallbackInfo& info);
   Napi::Value ConfigureTraining(const Napi::CallbackInfo& info);
@@ -383,26 +386,36 @@ Napi::Value Index::MergeFrom(const Napi::CallbackInfo& info) {
   return job->promise();
 }
 
-Napi::Value Index::Search(const Napi::CallbackInfo& info) {
+Napi::Value Index::Search(const Napi::CallbackInfo& info) { return SearchJob(info, "search", false); }
+
+// faiss' search_and_reconstruct: IVF indices decode the result vectors from the codes the scan has
+// just read (list number + offset), so no id lookup; other indices search, then reconstruct(id).
+// Rows of `vectors` where the label is -1 are NaN (faiss fills them with 0xff bytes).
+Napi::Value Index::SearchAndReconstruct(const Napi::CallbackInfo& info) { return SearchJob(info, "searchAndReconstruct", true); }
+
+Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors) {
   Napi::Env env = info.Env();
-  live(env);
-  int64_t nq = countArg(info, 1, "search(nq)");
-  int64_t k = countArg(info, 2, "search(k)");
-  if (k < 1) throw Napi::RangeError::New(env, "search: k must be >= 1");
-  const float* x = floatsArg(info, 0, static_cast<size_t>(nq) * holder->index->d, "search");
+  faiss::Index* idx = live(env);
+  const std::string fn(name);
+  int64_t nq = countArg(info, 1, (fn + "(nq)").c_str());
+  int64_t k = countArg(info, 2, (fn + "(k)").c_str());
+  if (k < 1) throw Napi::RangeError::New(env, fn + ": k must be >= 1");
+  const float* x = floatsArg(info, 0, static_cast<size_t>(nq) * idx->d, name);
   int threads = threadsArg(info, 3);
   auto h = holder;
   auto dist = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k));
   auto labels = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(nq * k));
+  auto recons = std::make_shared<std::vector<float>>(withVectors ? static_cast<size_t>(nq * k) * idx->d : 0);
   auto* job = new Job(
       env,
-      [h, nq, k, x, threads, dist, labels]() {
+      [h, nq, k, x, threads, dist, labels, recons, withVectors]() {
         std::shared_lock lock(h->mutex);
         if (!h->index) throw std::runtime_error("faiss index was disposed");
         if (threads) omp_set_num_threads(threads);
-        h->index->search(nq, x, k, dist->data(), labels->data());
+        if (withVectors) h->index->search_and_reconstruct(nq, x, k, dist->data(), labels->data(), recons->data());
+        else h->index->search(nq, x, k, dist->data(), labels->data());
       },
-      [dist, labels](Napi::Env env) -> Napi::Value {
+      [dist, labels, recons, withVectors](Napi::Env env) -> Napi::Value {
         auto d = Napi::Float32Array::New(env, dist->size());
         std::copy(dist->begin(), dist->end(), d.Data());
         // ids as doubles: exact up to 2^53, and -1 (no result) survives
@@ -411,49 +424,11 @@ Napi::Value Index::Search(const Napi::CallbackInfo& info) {
         Napi::Object r = Napi::Object::New(env);
         r.Set("distances", d);
         r.Set("labels", l);
-        return r;
-      });
-  job->keep(info[0]);
-  job->keep(info.This());
-  job->Queue();
-  return job->promise();
-}
-
-// faiss' search_and_reconstruct: IVF indices decode the result vectors from the codes the scan has
-// just read (list number + offset), so no id lookup; other indices search, then reconstruct(id).
-// Rows of `vectors` where the label is -1 are NaN (faiss fills them with 0xff bytes).
-Napi::Value Index::SearchAndReconstruct(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  faiss::Index* idx = live(env);
-  int64_t nq = countArg(info, 1, "searchAndReconstruct(nq)");
-  int64_t k = countArg(info, 2, "searchAndReconstruct(k)");
-  if (k < 1) throw Napi::RangeError::New(env, "searchAndReconstruct: k must be >= 1");
-  const float* x = floatsArg(info, 0, static_cast<size_t>(nq) * idx->d, "searchAndReconstruct");
-  int threads = threadsArg(info, 3);
-  auto h = holder;
-  size_t d = static_cast<size_t>(idx->d);
-  auto dist = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k));
-  auto labels = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(nq * k));
-  auto recons = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * k) * d);
-  auto* job = new Job(
-      env,
-      [h, nq, k, x, threads, dist, labels, recons]() {
-        std::shared_lock lock(h->mutex);
-        if (!h->index) throw std::runtime_error("faiss index was disposed");
-        if (threads) omp_set_num_threads(threads);
-        h->index->search_and_reconstruct(nq, x, k, dist->data(), labels->data(), recons->data());
-      },
-      [dist, labels, recons](Napi::Env env) -> Napi::Value {
-        auto d = Napi::Float32Array::New(env, dist->size());
-        std::copy(dist->begin(), dist->end(), d.Data());
-        auto l = Napi::Float64Array::New(env, labels->size());
-        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
-        auto v = Napi::Float32Array::New(env, recons->size());
-        std::copy(recons->begin(), recons->end(), v.Data());
-        Napi::Object r = Napi::Object::New(env);
-        r.Set("distances", d);
-        r.Set("labels", l);
-        r.Set("vectors", v);
+        if (withVectors) {
+          auto v = Napi::Float32Array::New(env, recons->size());
+          std::copy(recons->begin(), recons->end(), v.Data());
+          r.Set("vectors", v);
+        }
         return r;
       });
   job->keep(info[0]);
