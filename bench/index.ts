@@ -29,6 +29,9 @@ const cli = defineCli({
     'index-key': { type: 'string', default: null, help: 'Force a key' },
     'nb-cores': { type: 'int', default: null, help: 'Threads' },
     regenerate: { type: 'bool', default: false, help: 'Regenerate the embeddings even if present' },
+    clusters: { type: 'int', default: 1000, help: 'Cluster centres per 50,000-vector block (or in all, with --shared-centres)' },
+    spread: { type: 'float', default: 0.6, help: 'Spread of the points around their centre (noise norm relative to the unit centre)' },
+    'shared-centres': { type: 'bool', default: false, help: 'One set of centres for every block (clusters span the files) instead of new centres per block' },
     autofaiss: { type: 'string', default: null, help: 'Python with autofaiss installed: also run autofaiss build_index on the same files' },
   },
 });
@@ -36,7 +39,8 @@ const cli = defineCli({
 const { flags } = cli.run();
 const emb = join(flags.workDir, 'emb');
 const out = join(flags.workDir, 'idx');
-const marker = join(emb, `generated-${flags.vectors}x${flags.dim}x${flags.files}`);
+const shape = `${flags.clusters}${flags.sharedCentres ? 'shared' : 'perblock'}-spread${flags.spread}`;
+const marker = join(emb, `generated-${flags.vectors}x${flags.dim}x${flags.files}-${shape}`);
 if (flags.regenerate || !existsSync(marker)) {
   await rm(emb, { recursive: true, force: true });
   const per = Math.ceil(flags.vectors / flags.files);
@@ -45,13 +49,14 @@ if (flags.regenerate || !existsSync(marker)) {
     const w = await NpyWriter.create(join(emb, 'img_emb', `img_emb_${String(p).padStart(3, '0')}.npy`), 'float16', flags.dim);
     for (let r = 0; r < rows; r += 50_000) {
       const n = Math.min(50_000, rows - r);
-      // one seed per block with shared cluster centres (seed 1 for centres): same distribution everywhere
-      await w.append(clusteredVectors(n, flags.dim, { clusters: 1000, seed: 1 + p * 1000 + r / 50_000, spread: 0.6 }));
+      // one seed per block; by default each block also draws its own centres (tight clusters of
+      // ~50 points at the defaults), with --shared-centres all blocks use seed 1's centres
+      await w.append(clusteredVectors(n, flags.dim, { clusters: flags.clusters, seed: 1 + p * 1000 + r / 50_000, spread: flags.spread, centreSeed: flags.sharedCentres ? 1 : undefined }));
     }
     await w.close();
   }
   await NpyWriter.create(marker, 'float32', 1).then((w) => w.close());
-  process.stderr.write(`generated ${flags.vectors} x ${flags.dim} in ${flags.files} files under ${emb}\n`);
+  process.stderr.write(`generated ${flags.vectors} x ${flags.dim} in ${flags.files} files under ${emb} (${shape})\n`);
 }
 await rm(out, { recursive: true, force: true });
 const common = flags.nbCores ? ['--nb-cores', String(flags.nbCores)] : [];

@@ -17,13 +17,17 @@ export function normalizeRows(x: Float32Array, d: number): void {
   }
 }
 
-/** n x d vectors in `clusters` clusters with relative spread `spread`, rows L2-normalised. */
-export function clusteredVectors(n: number, d: number, options: { clusters?: number; spread?: number; seed?: number } = {}): Float32Array {
+/**
+ * n x d vectors in `clusters` clusters with relative spread `spread`, rows L2-normalised. The centres
+ * come from `centreSeed` when given (so several calls can share them), else from `seed`.
+ */
+export function clusteredVectors(n: number, d: number, options: { clusters?: number; spread?: number; seed?: number; centreSeed?: number } = {}): Float32Array {
   const rand = seededRandom(options.seed ?? 1);
   const clusters = options.clusters ?? 100;
   const spread = options.spread ?? 0.5;
+  const centreRand = options.centreSeed === undefined ? rand : seededRandom(options.centreSeed);
   const centres = new Float32Array(clusters * d);
-  for (let i = 0; i < centres.length; i++) centres[i] = gaussian(rand);
+  for (let i = 0; i < centres.length; i++) centres[i] = gaussian(centreRand);
   normalizeRows(centres, d);
   const x = new Float32Array(n * d);
   const noise = spread / Math.sqrt(d);
