@@ -29,6 +29,33 @@ test('the tiny model folder loads: towers, dims, attention_mask detected only wh
   assert.equal((await openTextTower(locateModelFiles(masked, { image: false, text: true }).text, cpu)).takesAttentionMask, true);
 });
 
+test('a batch fed in runs of a few rows gives the embeddings of one whole-batch run, rows in order', async () => {
+  const m = writeTinyClip(join(dir, 'runs'), { withAttentionMask: true });
+  const files = locateModelFiles(m, { image: true, text: true });
+  const n = 7;
+  const floats = 3 * TINY_IMAGE_SIZE ** 2;
+  const pixels = new Float32Array(n * floats);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = Math.sin(i * 0.37) * (1 + Math.floor(i / floats)); // rows differ
+  const ids = new BigInt64Array(n * 77);
+  const mask = new BigInt64Array(n * 77);
+  for (let r = 0; r < n; r++) {
+    for (let j = 0; j < 3 + r; j++) {
+      ids[r * 77 + j] = BigInt(300 + ((r * 31 + j * 7) % 200));
+      mask[r * 77 + j] = 1n;
+    }
+  }
+  const whole = { ...cpu, rowsPerRun: 0 };
+  const inThrees = { ...cpu, rowsPerRun: 3 };
+  const imageWhole = await (await openImageTower(files.vision, TINY_IMAGE_SIZE, whole)).run(pixels, n);
+  const imageRuns = await (await openImageTower(files.vision, TINY_IMAGE_SIZE, inThrees)).run(pixels, n);
+  assert.equal(imageRuns.length, n * TINY_EMBED_DIM);
+  assert.deepEqual(imageRuns, imageWhole);
+  assert.notDeepEqual(imageWhole.subarray(0, TINY_EMBED_DIM), imageWhole.subarray(6 * TINY_EMBED_DIM)); // the rows are distinct
+  const textWhole = await (await openTextTower(files.text, whole)).run(ids, mask, n);
+  const textRuns = await (await openTextTower(files.text, inThrees)).run(ids, mask, n);
+  assert.deepEqual(textRuns, textWhole);
+});
+
 test('a missing file, a wrong input name and a wrong shape are one-line errors naming the file', async () => {
   const m = writeTinyClip(join(dir, 'missing'));
   await unlink(join(m, 'onnx', 'text_model.onnx'));

@@ -24,6 +24,7 @@ export const cli = defineCli({
     'batch-size': { type: 'int', default: 256, help: 'Samples per model run' },
     'num-prepro-workers': { type: 'int', default: Math.max(2, cores), help: 'Images decoded and preprocessed at once (native, on libuv\'s thread pool)' },
     'intra-op-threads': { type: 'int', default: cores, help: 'onnxruntime threads per model run (0 = onnxruntime\'s default)' },
+    'rows-per-run': { type: 'int', default: null, help: 'Rows per onnxruntime run: each batch goes through the model in runs of at most this many (0 = the whole batch at once). Default 16 on cpu (faster there than big runs), the whole batch on other devices' },
     device: { type: 'string', default: 'cpu', choices: DEVICES, help: 'onnxruntime execution provider; a provider that cannot start is an error, never a fall-back to CPU' },
     'enable-text': { type: 'bool', default: true, help: 'Embed captions' },
     'enable-image': { type: 'bool', default: true, help: 'Embed images' },
@@ -61,6 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     if (f.batchSize < 1) throw new CliError('--batch-size must be at least 1');
     if (f.numPreproWorkers < 1) throw new CliError('--num-prepro-workers must be at least 1');
     if (f.intraOpThreads < 0) throw new CliError('--intra-op-threads must be 0 or more');
+    if (f.rowsPerRun !== null && f.rowsPerRun < 0) throw new CliError('--rows-per-run must be 0 or more');
     if (f.writeBatchSize < 1) throw new CliError('--write-batch-size must be at least 1');
     if (f.outputPartitionCount !== null && f.outputPartitionCount < 1) throw new CliError('--output-partition-count must be at least 1');
     if (!f.enableImage && !f.enableText) throw new CliError('--enable-image and --enable-text are both False: nothing to embed');
@@ -94,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     const count = f.outputPartitionCount ?? partitionCount(source, f.writeBatchSize);
     log.info(`${source.elements.length} ${source.format === 'files' ? 'samples' : `${source.format} files`}, about ${source.estimatedSamples} samples, ${count} partition(s)`);
 
-    const model: ModelSettings = { clipModel: f.clipModel, device: f.device as Device, intraOpThreads: f.intraOpThreads, enableImage: f.enableImage, enableText: f.enableText };
+    const model: ModelSettings = { clipModel: f.clipModel, device: f.device as Device, intraOpThreads: f.intraOpThreads, rowsPerRun: f.rowsPerRun, enableImage: f.enableImage, enableText: f.enableText };
     const pipeline: PipelineOptions = {
       outputFolder: f.outputFolder,
       batchSize: f.batchSize,

@@ -77,6 +77,33 @@ export interface SessionOptions {
   device: Device;
   /** Threads per operator (onnxruntime intra-op); 0 = onnxruntime's default (all cores). */
   intraOpThreads: number;
+  /** Rows per onnxruntime run: a batch goes through the model in runs of at most this many;
+   * 0 = the whole batch in one run. Default: defaultRowsPerRun(device). */
+  rowsPerRun?: number;
+}
+
+/**
+ * On CPU a batch runs faster in small runs: ViT-B/32 on 2 cores took 54.5 ms per image in runs of
+ * 256, 52.7 at 128, 48.2 at 64, 44.9 at 16; its text tower 39.6 ms per caption at 256 and 34.6 at
+ * 16 (activations of a small run stay in cache between operators). A GPU wants the whole batch.
+ */
+export function defaultRowsPerRun(device: Device): number {
+  return device === 'cpu' ? 16 : 0;
+}
+
+/** Runs `runRows(start, count)` over n rows in runs of at most `rowsPerRun` (0: one run), each
+ * returning count x dim values, and gathers them into one n x dim array. */
+async function inRuns(n: number, rowsPerRun: number, runRows: (start: number, count: number) => Promise<Float32Array>): Promise<Float32Array> {
+  if (rowsPerRun <= 0 || n <= rowsPerRun) return runRows(0, n);
+  let out: Float32Array | null = null;
+  for (let start = 0; start < n; start += rowsPerRun) {
+    const count = Math.min(rowsPerRun, n - start);
+    const part = await runRows(start, count);
+    const dim = part.length / count;
+    out ??= new Float32Array(n * dim);
+    out.set(part, start * dim);
+  }
+  return out!;
 }
 
 function providersFor(device: Device): ort.InferenceSession.ExecutionProviderConfig[] {
@@ -154,6 +181,7 @@ function outputDim(path: string, m: TensorMeta): number | null {
 
 export async function openImageTower(path: string, crop: number, opts: SessionOptions): Promise<ImageTower> {
   const session = await openSession(path, opts);
+  const rowsPerRun = opts.rowsPerRun ?? defaultRowsPerRun(opts.device);
   requireName(path, session.inputNames, 'pixel_values', 'input');
   requireName(path, session.outputNames, 'image_embeds', 'output');
   const input = tensorMeta(session.inputMetadata, 'pixel_values')!;
@@ -164,11 +192,14 @@ export async function openImageTower(path: string, crop: number, opts: SessionOp
   const tower: ImageTower = {
     size: crop,
     dim: dim ?? 0,
-    async run(pixels, n) {
-      const out = await session.run({ pixel_values: new ort.Tensor('float32', pixels.subarray(0, n * 3 * crop * crop), [n, 3, crop, crop]) }, ['image_embeds']);
-      const t = out.image_embeds!;
-      if (t.dims.length !== 2 || t.dims[0] !== n) throw new ModelFolderError(`${path}: image_embeds came back with shape [${t.dims.join(',')}], expected [${n},D]`);
-      return t.data as Float32Array;
+    run(pixels, n) {
+      const floats = 3 * crop * crop;
+      return inRuns(n, rowsPerRun, async (start, count) => {
+        const out = await session.run({ pixel_values: new ort.Tensor('float32', pixels.subarray(start * floats, (start + count) * floats), [count, 3, crop, crop]) }, ['image_embeds']);
+        const t = out.image_embeds!;
+        if (t.dims.length !== 2 || t.dims[0] !== count) throw new ModelFolderError(`${path}: image_embeds came back with shape [${t.dims.join(',')}], expected [${count},D]`);
+        return t.data as Float32Array;
+      });
     },
   };
   if (dim === null) {
@@ -181,6 +212,7 @@ export async function openImageTower(path: string, crop: number, opts: SessionOp
 
 export async function openTextTower(path: string, opts: SessionOptions): Promise<TextTower> {
   const session = await openSession(path, opts);
+  const rowsPerRun = opts.rowsPerRun ?? defaultRowsPerRun(opts.device);
   requireName(path, session.inputNames, 'input_ids', 'input');
   requireName(path, session.outputNames, 'text_embeds', 'output');
   checkShape(path, tensorMeta(session.inputMetadata, 'input_ids')!, [null, CONTEXT_LENGTH], 'int64');
@@ -193,15 +225,16 @@ export async function openTextTower(path: string, opts: SessionOptions): Promise
     dim: dim ?? 0,
     takesAttentionMask,
     async run(ids, mask, n) {
-      const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', ids.subarray(0, n * CONTEXT_LENGTH), [n, CONTEXT_LENGTH]) };
-      if (takesAttentionMask) {
-        if (!mask) throw new Error('the text model takes attention_mask: pass one');
-        feeds.attention_mask = new ort.Tensor('int64', mask.subarray(0, n * CONTEXT_LENGTH), [n, CONTEXT_LENGTH]);
-      }
-      const out = await session.run(feeds, ['text_embeds']);
-      const t = out.text_embeds!;
-      if (t.dims.length !== 2 || t.dims[0] !== n) throw new ModelFolderError(`${path}: text_embeds came back with shape [${t.dims.join(',')}], expected [${n},D]`);
-      return t.data as Float32Array;
+      if (takesAttentionMask && !mask) throw new Error('the text model takes attention_mask: pass one');
+      return inRuns(n, rowsPerRun, async (start, count) => {
+        const rows = (a: BigInt64Array) => a.subarray(start * CONTEXT_LENGTH, (start + count) * CONTEXT_LENGTH);
+        const feeds: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', rows(ids), [count, CONTEXT_LENGTH]) };
+        if (takesAttentionMask) feeds.attention_mask = new ort.Tensor('int64', rows(mask!), [count, CONTEXT_LENGTH]);
+        const out = await session.run(feeds, ['text_embeds']);
+        const t = out.text_embeds!;
+        if (t.dims.length !== 2 || t.dims[0] !== count) throw new ModelFolderError(`${path}: text_embeds came back with shape [${t.dims.join(',')}], expected [${count},D]`);
+        return t.data as Float32Array;
+      });
     },
   };
   if (dim === null) {
