@@ -72,10 +72,12 @@ function runStage(args: string[]): Promise<void> {
   });
 }
 
-function rssOf(pid: number): { rss: number; hwm: number } {
+/** VmRSS, its peak, and its file-backed part (RssFile: pages of memory-mapped files such as an
+ * IVF index opened with mmap, page cache the kernel can drop; the rest is the process' own memory). */
+function rssOf(pid: number): { rss: number; hwm: number; file: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0) * 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM'), file: kb('RssFile') };
 }
 
 const mb = (b: number): string => `${(b / 1024 / 1024).toFixed(0)} MB`;
@@ -147,8 +149,8 @@ async function main(): Promise<number> {
       await load(url, flags.clients, Math.min(2, flags.seconds), body); // warm-up
       const r = await load(url, flags.clients, flags.seconds, body);
       const mem = rssOf(pid);
-      out.phases.set(name, { ...r, rss: mem.rss, hwm: mem.hwm });
-      log.info(`${label} ${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; RSS ${mb(mem.rss)} (peak ${mb(mem.hwm)})`);
+      out.phases.set(name, { ...r, rss: mem.rss, hwm: mem.hwm, file: mem.file });
+      log.info(`${label} ${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; RSS ${mb(mem.rss)} (peak ${mb(mem.hwm)}; mapped files ${mb(mem.file)})`);
       log.info(await (await fetch(`${url}/metrics-summary`)).text());
     }
     return out;
@@ -190,6 +192,8 @@ interface PhaseResult {
   qps: number;
   rss: number;
   hwm: number;
+  /** RssFile after the phase. */
+  file: number;
 }
 
 interface Measured {
@@ -198,7 +202,7 @@ interface Measured {
 }
 
 function phaseLine(name: string, r: PhaseResult): string {
-  return `${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; back RSS ${mb(r.rss)} (peak ${mb(r.hwm)})`;
+  return `${name.padEnd(16)} ${r.n} queries, ${r.errors} errors, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.qps.toFixed(0)} q/s; back RSS ${mb(r.rss)} (peak ${mb(r.hwm)}; mapped files ${mb(r.file)})`;
 }
 
 /** Starts clip-retrieval back on the same index folders, sends it the same phases, prints ours / theirs / ratio. */
