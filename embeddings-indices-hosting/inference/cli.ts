@@ -21,7 +21,7 @@ export const cli = defineCli({
     'output-folder': { type: 'string', required: true, help: 'Where img_emb/, text_emb/ and metadata/ go' },
     'input-format': { type: 'string', default: 'files', choices: ['files', 'webdataset', 'parquet'], help: 'Layout of the input' },
     'clip-model': { type: 'string', required: true, help: 'Model folder in the Hugging Face ONNX layout (onnx/vision_model.onnx, onnx/text_model.onnx, tokenizer.json, preprocessor_config.json, config.json); see the README' },
-    'batch-size': { type: 'int', default: 256, help: 'Samples per model run' },
+    'batch-size': { type: 'int', default: 256, help: 'Samples read, preprocessed and embedded together (clip-retrieval\'s batch); the model takes them in runs of --rows-per-run' },
     'num-prepro-workers': { type: 'int', default: Math.max(2, cores), help: 'Images decoded and preprocessed at once (native, on libuv\'s thread pool)' },
     'intra-op-threads': { type: 'int', default: cores, help: 'onnxruntime threads per model run (0 = onnxruntime\'s default)' },
     'rows-per-run': { type: 'int', default: null, help: 'Rows per onnxruntime run: each batch goes through the model in runs of at most this many (0 = the whole batch at once). Default 16 on cpu (faster there than big runs), the whole batch on other devices' },

@@ -85,7 +85,7 @@ export interface SessionOptions {
 /**
  * On CPU a batch runs faster in small runs: ViT-B/32 on 2 cores took 54.5 ms per image in runs of
  * 256, 52.7 at 128, 48.2 at 64, 44.9 at 16; its text tower 39.6 ms per caption at 256 and 34.6 at
- * 16 (activations of a small run stay in cache between operators). A GPU wants the whole batch.
+ * 16 (likely because a small run's activations stay in cache from one operator to the next). A GPU wants the whole batch.
  */
 export function defaultRowsPerRun(device: Device): number {
   return device === 'cpu' ? 16 : 0;
