@@ -35,6 +35,7 @@ const cli = defineCli({
     'work-dir': { type: 'string', default: '.bench/back', help: 'Data, indices and model (kept between runs)' },
     rebuild: { type: 'bool', default: false, help: 'Regenerate data and indices' },
     'index-key': { type: 'string', default: null, help: 'Force the 512-d index\'s faiss key (e.g. IVF4096,PQ64x8) instead of run.ts index\'s choice' },
+    'index-args': { type: 'string', default: '', help: 'More run.ts index options for the 512-d index, e.g. \'--max-index-query-time-ms 1.5\' (delete its index folder, or --rebuild, for them to apply)' },
     port: { type: 'int', default: 0, help: 'Port for back (0 = any)' },
     'clip-retrieval': { type: 'string', default: null, help: 'Python of a venv with pip clip-retrieval: also load its back end on the same indices (offline, stub model) and compare' },
   },
@@ -120,7 +121,7 @@ async function main(): Promise<number> {
         await writeDataset(dir, flags.vectors, d, seed);
         log.info(`wrote ${flags.vectors} x ${d} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
       }
-      const key = flags.indexKey && d === flags.dim ? ['--index-key', flags.indexKey] : [];
+      const key = d !== flags.dim ? [] : [...(flags.indexKey ? ['--index-key', flags.indexKey] : []), ...flags.indexArgs.split(/\s+/).filter(Boolean)];
       await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G', ...key]);
     }
   }
