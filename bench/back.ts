@@ -121,8 +121,8 @@ async function main(): Promise<number> {
         await writeDataset(dir, flags.vectors, d, seed);
         log.info(`wrote ${flags.vectors} x ${d} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
       }
-      const key = d !== flags.dim ? [] : [...(flags.indexKey ? ['--index-key', flags.indexKey] : []), ...flags.indexArgs.split(/\s+/).filter(Boolean)];
-      await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G', ...key]);
+      const indexOptions = d !== flags.dim ? [] : [...(flags.indexKey ? ['--index-key', flags.indexKey] : []), ...flags.indexArgs.split(/\s+/).filter(Boolean)];
+      await runStage(['index', '--embeddings-folder', dir, '--index-folder', join(dir, 'index'), '--should-be-memory-mappable', '--max-index-memory-usage', '2G', '--current-memory-available', '8G', ...indexOptions]);
     }
   }
   const paths = join(work, 'indices_paths.json');
