@@ -14,8 +14,7 @@ import type { ItemHandler } from '../../lib/distributor/bullmq-worker.ts';
 import { redactUrl } from '../../lib/distributor/redis.ts';
 import { log } from '../../lib/log.ts';
 import { npyRowCount, NpyWriter } from '../../lib/npy.ts';
-import { Progress } from '../../lib/progress.ts';
-import { loadModels, PartitionEmbedder, partitionsToDo, type ModelSettings, type Models, type PipelineOptions, type RunSummary } from './inference.ts';
+import { loadModels, PartitionEmbedder, planPartitions, type ModelSettings, type Models, type PipelineOptions, type RunSummary } from './inference.ts';
 import { elementsOf, openSource, partitionName, type InputFormat, type ParquetColumns, type Source, type SourceOptions } from './sources.ts';
 import { isPartitionDone, partitionPaths, type PartitionPaths, type WriterOptions } from './writer.ts';
 
@@ -67,12 +66,8 @@ export async function runInferenceBullmq(r: BullmqRun): Promise<RunSummary & { f
   const o = r.pipeline;
   const outputFolder = resolve(o.outputFolder);
   const summary: RunSummary = { partitionsDone: 0, partitionsSkipped: 0, samples: 0, skipped: 0, seconds: 0 };
-  const { todo, finished } = partitionsToDo(r.source, o);
+  const { todo, finished, progress } = planPartitions(r.source, o);
   summary.partitionsSkipped = finished;
-  if (finished > 0) log.info(`${finished} partition(s) already finished, skipped`);
-  const perElement = r.source.estimatedSamples / Math.max(1, r.source.elements.length);
-  const elementsLeft = todo.reduce((n, p) => n + elementsOf(r.source, p, o.partitionCount).length, 0);
-  const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
   const name = (p: number): string => partitionName(p, o.partitionCount);
   let failed: number[] = [];
   try {

@@ -197,8 +197,20 @@ export class PartitionEmbedder {
   }
 }
 
-/** The partitions still to do: not finished in the output folder, and with at least one element. */
-export function partitionsToDo(source: Source, o: PipelineOptions): { todo: number[]; finished: number } {
+export interface PartitionPlan {
+  /** The partitions still to do: not finished in the output folder, and with at least one element. */
+  todo: number[];
+  /** Partitions already finished (logged). */
+  finished: number;
+  /** Elements of the partitions to do. */
+  elementsLeft: number;
+  /** The run's progress line; its total starts from the source's estimate of samples per element
+   * (webdataset: --wds-number-file-per-input-file per tar). */
+  progress: Progress;
+}
+
+/** What a run (sequential or the BullMQ coordinator) has left to do, and its progress line. */
+export function planPartitions(source: Source, o: PipelineOptions): PartitionPlan {
   const wanted = o.partitions ?? Array.from({ length: o.partitionCount }, (_, i) => i);
   let finished = 0;
   const todo = wanted.filter((p) => {
@@ -209,22 +221,23 @@ export function partitionsToDo(source: Source, o: PipelineOptions): { todo: numb
     // clip-retrieval writes nothing for an empty partition
     return elementsOf(source, p, o.partitionCount).length > 0;
   });
-  return { todo, finished };
+  if (finished > 0) log.info(`${finished} partition(s) already finished, skipped`);
+  const elementsLeft = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0);
+  const perElement = source.estimatedSamples / Math.max(1, source.elements.length);
+  const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
+  return { todo, finished, elementsLeft, progress };
 }
 
 export async function runInference(source: Source, models: Models, o: PipelineOptions, openRowFile: OpenRowFile): Promise<RunSummary> {
   const started = Date.now();
   const summary: RunSummary = { partitionsDone: 0, partitionsSkipped: 0, samples: 0, skipped: 0, seconds: 0 };
   const embedder = new PartitionEmbedder(models, o);
-  const { todo, finished } = partitionsToDo(source, o);
-  summary.partitionsSkipped = finished;
-  if (finished > 0) log.info(`${finished} partition(s) already finished, skipped`);
-  // The ETA's total: the source's estimate per element at first (webdataset: samples per tar as
-  // --wds-number-file-per-input-file says), then what the finished partitions actually held.
-  let elementsLeft = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0);
+  const plan = planPartitions(source, o);
+  const { todo, progress } = plan;
+  summary.partitionsSkipped = plan.finished;
+  // The ETA's total, once partitions finish: what they actually held per element.
+  let elementsLeft = plan.elementsLeft;
   let elementsRead = 0;
-  const perElement = source.estimatedSamples / Math.max(1, source.elements.length);
-  const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
   const events: PartitionEvents = {
     embedded: (n) => {
       summary.samples += n;
