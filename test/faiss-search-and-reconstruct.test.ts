@@ -9,6 +9,7 @@ import { after, test } from 'node:test';
 import { runKnn, searchWithVectors, type KnnContext } from '../embeddings-indices-hosting/back/knn.ts';
 import type { ServedIndex } from '../embeddings-indices-hosting/back/indices.ts';
 import { Metrics } from '../embeddings-indices-hosting/back/metrics.ts';
+import { SearchThreads } from '../embeddings-indices-hosting/back/search-threads.ts';
 import { createIndex, faissAvailable, readIndex, writeIndexAtomic, type NativeIndex, type SearchResult } from '../lib/faiss/index.ts';
 import { clusteredVectors } from './helpers/clustered-vectors.ts';
 
@@ -130,7 +131,7 @@ test('back: deduplicated /knn-service results are identical with searchAndRecons
   idx.setParameters('nprobe=4');
   const metadata = { columns: [], rowCount: 3000, get: async () => new Map(), close: () => undefined };
   const served = { name: 'x', settings: {} as ServedIndex['settings'], image: idx, text: null, metadata, encoder: null, columns: [], dim: dd };
-  const ctx = { http: {} as KnnContext['http'], metrics: new Metrics(), limits: { maxResultIds: 1000, maxImageBytes: 1, imageUrlTimeoutMs: 1 } };
+  const ctx = { http: {} as KnnContext['http'], metrics: new Metrics(), limits: { maxResultIds: 1000, maxImageBytes: 1, imageUrlTimeoutMs: 1 }, searchThreads: new SearchThreads(1) };
   const viaReconstruct = withSearchAndReconstruct(idx, () => Promise.reject(new Error('reconstruct not implemented')));
   let deduplicated = 0;
   for (let qi = 0; qi < 5; qi++) {
@@ -143,4 +144,52 @@ test('back: deduplicated /knn-service results are identical with searchAndRecons
     if (a.length < 200) deduplicated++;
   }
   assert.equal(deduplicated, 5, 'every query had near duplicates to remove');
+});
+
+test('back: a lone query gets every core on an IVF index (its lists split among them), with the same results as on one; concurrent ones share them', { skip }, async () => {
+  const idx = createIndex(d, 'IVF16,Flat', 'l2');
+  await idx.train(x, n, 1);
+  await idx.add(x, n, 1);
+  idx.setParameters('nprobe=8');
+  const path = join(dir, 'ivf-split.index');
+  await writeIndexAtomic(idx, path);
+  const mapped = await readIndex(path, { mmap: true });
+  mapped.setParameters('nprobe=8');
+  const hnsw = createIndex(d, 'HNSW8', 'l2');
+  await hnsw.add(x, n, 1);
+  try {
+    const st = new SearchThreads(4);
+    for (const ivf of [idx, mapped]) {
+      const before = await Promise.all([ivf.search(queries, nq, k, 1), ivf.searchAndReconstruct(queries, nq, k, 1)]);
+      assert.equal(st.enableSplitting(ivf), true);
+      for (let qi = 0; qi < nq; qi++) {
+        const q = queries.subarray(qi * d, (qi + 1) * d);
+        for (const [label, search] of [['search', (t: number) => ivf.search(q, 1, k, t)], ['searchAndReconstruct', (t: number) => ivf.searchAndReconstruct(q, 1, k, t)]] as const) {
+          let given = 0;
+          const r = await st.run(ivf, (t) => ((given = t), search(t)));
+          assert.equal(given, 4, 'a lone query gets the 4 cores');
+          const want = before[label === 'search' ? 0 : 1];
+          assert.deepEqual(Array.from(r.labels), Array.from(want.labels.subarray(qi * k, (qi + 1) * k)), `${label} query ${qi}: labels`);
+          assert.deepEqual(Array.from(r.distances), Array.from(want.distances.subarray(qi * k, (qi + 1) * k)), `${label} query ${qi}: distances`);
+        }
+      }
+      // Three in flight: 4 / 1, then 4 / 2, then 4 / 3 cores, as each starts while the others run.
+      const given: number[] = [];
+      let release!: () => void;
+      const gate = new Promise<void>((res) => (release = res));
+      const runs = [0, 1, 2].map(() => st.run(ivf, async (t) => (given.push(t), await gate, ivf.search(queries, 1, k, t))));
+      release();
+      await Promise.all(runs);
+      assert.deepEqual(given, [4, 2, 1]);
+    }
+    assert.equal(st.enableSplitting(hnsw), false, 'HNSW: no split');
+    let given = 0;
+    await st.run(hnsw, (t) => ((given = t), hnsw.search(queries, 1, k, t)));
+    assert.equal(given, 1);
+    assert.equal(new SearchThreads(1).enableSplitting(createIndex(d, 'IVF4,Flat', 'l2')), false, 'one core: nothing to split');
+  } finally {
+    mapped.dispose();
+    hnsw.dispose();
+    idx.dispose();
+  }
 });

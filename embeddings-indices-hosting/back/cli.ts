@@ -7,6 +7,7 @@ import { HttpClient } from '../../lib/http/client.ts';
 import { loadFaiss } from '../../lib/faiss/index.ts';
 import { errorMessage, log } from '../../lib/log.ts';
 import { closeIndices, DEFAULT_COLUMNS, openIndices, readIndicesPaths } from './indices.ts';
+import { SearchThreads } from './search-threads.ts';
 import { createBack } from './server.ts';
 
 const UNUSED = 'accepted for clip-retrieval compatibility; no effect here (see the README)';
@@ -28,7 +29,7 @@ export const backCli = defineCli({
     'max-image-bytes': { type: 'string', default: '10MB', help: 'Largest image accepted (image_url body or decoded base64 image)' },
     'max-body-bytes': { type: 'string', default: '16MB', help: 'Largest request body' },
     'max-result-ids': { type: 'int', default: 10000, help: 'Largest num_images / num_result_ids / metadata ids per request' },
-    'nb-cores': { type: 'int', default: null, help: 'Threads for each model run (default: all cores)' },
+    'nb-cores': { type: 'int', default: null, help: 'Cores to use: threads for each model run, and shared by the faiss searches in flight (default: all cores)' },
     'metadata-row-file': { type: 'bool', default: true, help: 'Read metadata through <index>/metadata-rows/ (written once from the parquet files); False: DuckDB over the parquet files at each query' },
     'enable-hdf5': { type: 'bool', default: false, help: UNUSED },
     'reorder-metadata-by-ivf-index': { type: 'bool', default: false, help: UNUSED },
@@ -62,6 +63,7 @@ export async function main(argv: string[]): Promise<number> {
   if (typeof cmd === 'number') return cmd;
   const { flags, checked: { maxImageBytes, maxBodyBytes } } = cmd;
   const threads = flags.nbCores ?? availableParallelism();
+  const searchThreads = new SearchThreads(threads);
   let indices;
   try {
     loadFaiss();
@@ -71,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
       columns_to_return: flags.columnsToReturn,
     });
     for (const n of notes) log.info(n);
-    indices = await openIndices(settings, { threads, rowFile: flags.metadataRowFile, log: (m) => log.info(m) });
+    indices = await openIndices(settings, { threads, searchThreads, rowFile: flags.metadataRowFile, log: (m) => log.info(m) });
   } catch (err) {
     log.error(errorMessage(err));
     return 1;
@@ -80,6 +82,7 @@ export async function main(argv: string[]): Promise<number> {
   const { server } = createBack({
     indices,
     http,
+    searchThreads,
     limits: { maxResultIds: flags.maxResultIds, maxImageBytes, imageUrlTimeoutMs: flags.imageUrlTimeout * 1000 },
     maxBodyBytes,
     defaultBackend: flags.defaultBackend,

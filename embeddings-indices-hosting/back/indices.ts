@@ -9,6 +9,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import { QueryEncoder } from './encoder.ts';
 import { openMetadata, type MetadataSource } from './metadata-store.ts';
+import type { SearchThreads } from './search-threads.ts';
 
 export const DEFAULT_COLUMNS = ['url', 'image_path', 'caption', 'NSFW'];
 
@@ -83,7 +84,7 @@ export interface ServedIndex {
 }
 
 /** Opens every index; the first name is the default index. */
-export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
+export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; searchThreads: SearchThreads; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
   const encoders = new Map<string, Promise<QueryEncoder>>();
   const out = new Map<string, ServedIndex>();
   try {
@@ -100,6 +101,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
           const param = (JSON.parse(readFileSync(infos, 'utf8')) as { index_param?: unknown }).index_param;
           if (typeof param === 'string' && param.trim()) index.setParameters(param);
         }
+        opts.searchThreads.enableSplitting(index);
         return index;
       };
       const image = await open('image.index');

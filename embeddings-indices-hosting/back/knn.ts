@@ -13,6 +13,7 @@ import { ImageDecodeError } from './encoder.ts';
 import type { ServedIndex } from './indices.ts';
 import type { MetadataRow, MetadataSource } from './metadata-store.ts';
 import type { Metrics } from './metrics.ts';
+import type { SearchThreads } from './search-threads.ts';
 
 /** A request the client got wrong: HTTP 400 with {"error": message}. */
 export class BadRequest extends Error {}
@@ -156,6 +157,7 @@ export interface KnnContext {
   http: HttpClient;
   metrics: Metrics;
   limits: Limits;
+  searchThreads: SearchThreads;
 }
 
 async function fetchImage(url: string, ctx: KnnContext): Promise<Buffer> {
@@ -197,17 +199,17 @@ const noSearchAndReconstruct = new WeakSet<NativeIndex>();
  * supports it; otherwise a plain search, and the vectors come from reconstruct(id) afterwards.
  * Both give the same ids and distances (search_and_reconstruct runs the same scan).
  */
-export async function searchWithVectors(index: NativeIndex, query: Float32Array, k: number): Promise<SearchResult & { vectors?: Float32Array }> {
+export async function searchWithVectors(index: NativeIndex, query: Float32Array, k: number, threads = 1): Promise<SearchResult & { vectors?: Float32Array }> {
   // typeof: an addon built before searchAndReconstruct existed lacks the method
   if (typeof index.searchAndReconstruct === 'function' && !noSearchAndReconstruct.has(index)) {
     try {
-      return await index.searchAndReconstruct(query, 1, k, 1);
+      return await index.searchAndReconstruct(query, 1, k, threads);
     } catch (err) {
       if (!/not implemented/i.test((err as Error).message)) throw err;
       noSearchAndReconstruct.add(index);
     }
   }
-  return index.search(query, 1, k, 1);
+  return index.search(query, 1, k, threads);
 }
 
 /**
@@ -262,8 +264,13 @@ export async function dedupPositions(vectors: Float32Array, n: number, d: number
   return linkComponents(n, links);
 }
 
-/** Up to this many multiply-adds (40 results x 512 dims: 0.8 M) the pairs are scored right here. */
-const SMALL_DEDUP_WORK = 4_000_000;
+/**
+ * Up to this many multiply-adds (n x n x d) the pairs are scored right here, on the JS thread; above
+ * it faiss does it off the thread. 40 results x 512 dims (0.8 M) took 0.54 ms of the JS thread here
+ * against 0.19 ms through faiss (BLAS), nearly all of it off the thread: under load the JS thread
+ * is what saturates first.
+ */
+const SMALL_DEDUP_WORK = 200_000;
 
 function smallSimilarityLinks(v: Float32Array, n: number, d: number, threshold: number): number[][] {
   const links: number[][] = Array.from({ length: n }, () => []);
@@ -300,9 +307,18 @@ function linkComponents(n: number, links: number[][]): number[] {
   return kept;
 }
 
-/** Metadata of the ids, with clip-retrieval's `image` (base64 JPEG of a local image_path) added. */
-export async function metadataFor(store: MetadataSource, ids: readonly number[], columns: readonly string[]): Promise<Map<number, MetadataRow & { image?: string }>> {
-  const rows = await store.get(ids, columns);
+/**
+ * Metadata of the ids, with clip-retrieval's `image` (base64 JPEG of a local image_path) added.
+ * `fetched`: rows already read for this query (by the safe-mode filter), used instead of reading
+ * them again; they may hold more columns than `columns`, which are left out.
+ */
+export async function metadataFor(
+  store: MetadataSource,
+  ids: readonly number[],
+  columns: readonly string[],
+  fetched?: ReadonlyMap<number, MetadataRow>,
+): Promise<Map<number, MetadataRow & { image?: string }>> {
+  const rows = fetched ? pickRows(fetched, ids, columns) : await store.get(ids, columns);
   await Promise.all(
     [...rows.values()].map(async (row) => {
       const p = row.image_path;
@@ -318,6 +334,19 @@ export async function metadataFor(store: MetadataSource, ids: readonly number[],
   return rows;
 }
 
+/** The rows of `ids` present in `rows`, cut to `columns` (those present). */
+function pickRows(rows: ReadonlyMap<number, MetadataRow>, ids: readonly number[], columns: readonly string[]): Map<number, MetadataRow> {
+  const out = new Map<number, MetadataRow>();
+  for (const id of ids) {
+    const all = rows.get(id);
+    if (!all) continue;
+    const row: MetadataRow = {};
+    for (const c of columns) if (c in all) row[c] = all[c]!;
+    out.set(id, row);
+  }
+  return out;
+}
+
 export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]> {
   const { metrics } = ctx;
   const started = performance.now();
@@ -325,8 +354,9 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
   const index = (q.modality === 'image' ? q.index.image : q.index.text)!;
   const k = Math.min(q.numResultIds, index.ntotal);
   if (k === 0) return [];
-  // One thread per query: concurrent queries are the parallelism (OpenMP threads would oversubscribe).
-  const found: SearchResult & { vectors?: Float32Array } = await metrics.time('knn_index_time', () => (q.deduplicate ? searchWithVectors(index, vector, k) : index.search(vector, 1, k, 1)));
+  const found: SearchResult & { vectors?: Float32Array } = await metrics.time('knn_index_time', () =>
+    ctx.searchThreads.run(index, (threads) => (q.deduplicate ? searchWithVectors(index, vector, k, threads) : index.search(vector, 1, k, threads))),
+  );
   let ids: number[] = [];
   let sims: number[] = [];
   for (let i = 0; i < k; i++) {
@@ -340,8 +370,12 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
     ids = keep.map((p) => ids[p]!);
     sims = keep.map((p) => sims[p]!);
   }
+  // Safe mode reads the rows of every result, so it reads them whole, once: the metadata of the
+  // first num_images comes from the same read (one lookup per id instead of two).
+  let fetched: Map<number, MetadataRow> | undefined;
   if (q.useSafetyModel && q.index.metadata.columns.includes(NSFW_COLUMN)) {
-    const tags = await metrics.time('safety_time', () => q.index.metadata.get(ids, [NSFW_COLUMN]));
+    const columns = q.index.columns.includes(NSFW_COLUMN) ? q.index.columns : [...q.index.columns, NSFW_COLUMN];
+    const tags = (fetched = await metrics.time('safety_time', () => q.index.metadata.get(ids, columns)));
     const keep = ids.map((id, p) => (String(tags.get(id)?.[NSFW_COLUMN] ?? '').toUpperCase() === 'NSFW' ? -1 : p)).filter((p) => p >= 0);
     ids = keep.map((p) => ids[p]!);
     sims = keep.map((p) => sims[p]!);
@@ -354,7 +388,7 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
     results.push({ id, similarity: sims[p]! });
   });
   const head = results.slice(0, q.numImages);
-  const meta = await metrics.time('metadata_get_time', () => metadataFor(q.index.metadata, head.map((r) => r.id), q.index.columns));
+  const meta = await metrics.time('metadata_get_time', () => metadataFor(q.index.metadata, head.map((r) => r.id), q.index.columns, fetched));
   for (let i = 0; i < head.length; i++) {
     const m = meta.get(head[i]!.id);
     if (m) results[i] = { ...m, id: head[i]!.id, similarity: head[i]!.similarity };

@@ -11,6 +11,7 @@ import { errorMessage } from '../../lib/log.ts';
 import type { ServedIndex } from './indices.ts';
 import { BadRequest, parseKnnRequest, parseMetadataRequest, runKnn, runMetadata, type Limits } from './knn.ts';
 import { Metrics } from './metrics.ts';
+import type { SearchThreads } from './search-threads.ts';
 
 export const FRONT_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'front');
 
@@ -25,6 +26,8 @@ export interface BackOptions {
   indices: Map<string, ServedIndex>;
   http: HttpClient;
   limits: Limits;
+  /** Threads for each faiss search (the share of the cores of the queries in flight). */
+  searchThreads: SearchThreads;
   /** Request bodies above this many bytes get a 400 (base64 images are the large ones). */
   maxBodyBytes: number;
   /** /config.json's defaultBackend; null = the URL the page was requested from. */
@@ -107,7 +110,7 @@ export function createBack(opts: BackOptions): Back {
         return 200;
       case '/knn-service': {
         const q = parseKnnRequest(await post(), opts.indices, opts.limits);
-        sendJson(res, 200, await runKnn(q, { http: opts.http, metrics, limits: opts.limits }));
+        sendJson(res, 200, await runKnn(q, { http: opts.http, metrics, limits: opts.limits, searchThreads: opts.searchThreads }));
         return 200;
       }
       case '/metadata': {

@@ -73,6 +73,13 @@ export interface NativeIndex {
   write(path: string): Promise<void>;
   /** ParameterSpace syntax: "nprobe=16,efSearch=32,ht=2048". */
   setParameters(params: string): void;
+  /**
+   * IVF indices: with `on` (the default), the threads given to a search split each query's probed
+   * lists among them (faiss parallel_mode 1) rather than taking whole queries, so one query searched
+   * with 2+ threads finishes sooner; with 1 thread nothing changes. Returns false (and changes
+   * nothing) for other indices. Batches of many queries are faster with it off (faiss' default).
+   */
+  splitQueriesOverLists(on?: boolean): boolean;
   configureTraining(options: TrainingOptions): void;
   reconstruct(id: number, n?: number): Float32Array;
   /** sa_decode(sa_encode(x)), or null when the index has no standalone codec (HNSW, IVF with HNSW...). */
