@@ -26,7 +26,7 @@ export const ADDONS: readonly AddonSpec[] = [
   // Debian ships faiss only as a static PIC libfaiss.a: it links into the addon with OpenBLAS + OpenMP.
   // distance-kernels.cc redefines faiss' scalar distance functions (AVX2 where the CPU has it):
   // --allow-multiple-definition keeps the first definition, ours, which precedes -lfaiss.
-  { name: 'faiss', sources: ['lib/faiss/addon.cc', 'lib/faiss/distance-kernels.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp', '-Wl,--allow-multiple-definition'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
+  { name: 'faiss', sources: ['lib/faiss/addon.cc', 'lib/faiss/distance-kernels.cc', 'lib/faiss/ivf-sq-fp16.cc'], libs: ['-lfaiss', '-lopenblas', '-lgomp', '-Wl,--allow-multiple-definition'], debianPackages: ['g++', 'libfaiss-dev', 'libopenblas-dev'], cflags: ['-fopenmp'] },
 ];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -61,6 +61,19 @@ test('from 1M vectors on, IVF-Flat instead of HNSW when the uncompressed vectors
   assert.equal(at(10_000_000, '4G').key, 'OPQ256_768,IVF65536_HNSW32,PQ256x8');
 });
 
+test('float16 embeddings: IVF-SQfp16 where IVF-Flat would be, at half the size (and fitting budgets IVF-Flat does not)', () => {
+  const at = (n: number, b: string, float16: boolean) => selectIndexKey({ n, d: 512, budget: parseMemory(b), float16 });
+  const one = at(1_000_000, '4G', true);
+  assert.equal(one.key, 'IVF2048,SQfp16');
+  assert.equal(one.estimatedSize, 2 * 1_000_000 * 512 + 4 * 2048 * 512);
+  assert.match(one.rule, /float16/);
+  assert.equal(at(1_000_000, '4G', false).key, 'IVF2048,Flat');
+  assert.equal(at(1_000_000, '1G', true).key, 'IVF2048,SQfp16'); // 0.96 GiB: IVF-Flat's 1.9 GiB would need PQ
+  assert.equal(at(10_000_000, '12G', true).key, 'IVF8192,SQfp16');
+  assert.equal(at(999_999, '4G', true).key, 'HNSW32'); // below 1M: autofaiss' rules, float16 or not
+  assert.equal(at(10_000_000, '4G', true).key, 'OPQ256_768,IVF65536_HNSW32,PQ256x8');
+});
+
 test('better than autofaiss: the whole estimated size must fit, not only the codes', () => {
   // autofaiss picks a 0.10 GiB index for a 100M budget at 1M x 512 (codes fit, centroids do not)
   const budget = parseMemory('100M');

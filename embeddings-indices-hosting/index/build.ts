@@ -5,7 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../../lib/atomic-file.ts';
-import { createFloatMatrix, createIndex, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
+import { createFloatMatrix, createIndex, loadFaiss, readIndex, writeIndexAtomic, type Metric, type NativeIndex, type TrainingOptions } from '../../lib/faiss/index.ts';
 import { estimatedIndexSize, formatMemory, selectIndexKey } from './key-selection.ts';
 import { describeFiles, exactTopK, forEachRow, gatherRows, listEmbeddings, measureLatency, reconstructionErrorPercent, sampleIds, streamVectors, type EmbeddingSet } from './score.ts';
 import { DEFAULT_TARGET_RECALL, tuneIndex } from './tune.ts';
@@ -164,7 +164,7 @@ export async function buildIndex(opts: BuildOptions): Promise<BuildResult> {
     key = opts.indexKey;
     log(`${n} vectors x ${d} in ${set.files.length} files; index key ${key} (forced), estimated ${formatMemory(Math.max(0, estimatedIndexSize(key, n, d)))}`);
   } else {
-    const choice = selectIndexKey({ n, d, budget: opts.budget, memoryMappable: opts.memoryMappable });
+    const choice = selectIndexKey({ n, d, budget: opts.budget, memoryMappable: opts.memoryMappable, float16: set.float16 && loadFaiss().fastFp16Scan });
     key = choice.key;
     log(`${n} vectors x ${d} in ${set.files.length} files; index key ${key} (${choice.rule}), estimated ${formatMemory(choice.estimatedSize)} <= budget ${formatMemory(opts.budget)}`);
   }

@@ -18,6 +18,8 @@ export interface EmbeddingSet {
   files: EmbeddingFile[];
   total: number;
   d: number;
+  /** Every file holds float16 (as inference writes them): float16 index codes keep them exactly. */
+  float16: boolean;
 }
 
 async function walkNpy(dir: string, out: string[]): Promise<void> {
@@ -40,15 +42,17 @@ export async function describeFiles(paths: readonly string[], firstId = 0): Prom
   const files: EmbeddingFile[] = [];
   let total = firstId;
   let d = 0;
+  let float16 = true;
   for (const path of paths) {
     const h = await readNpyHeader(path);
     if (h.rows === 0) continue; // as embedding-reader: empty partitions carry no ids
+    if (h.dtype !== 'float16') float16 = false;
     if (d === 0) d = h.cols;
     else if (h.cols !== d) throw new Error(`${path}: dimension ${h.cols} differs from ${d} in the files before it`);
     files.push({ path, rows: h.rows, start: total });
     total += h.rows;
   }
-  return { files, total: total - firstId, d };
+  return { files, total: total - firstId, d, float16: float16 && files.length > 0 };
 }
 
 /** `count` distinct ids from [0, total) minus `exclude`, uniformly at random, sorted. */

@@ -16,6 +16,7 @@
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IVFlib.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/IndexScalarQuantizer.h>
 #include <faiss/VectorTransform.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
@@ -40,6 +41,8 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace cah_faiss {
 const char* distanceKernels();  // distance-kernels.cc: "avx2" or "generic"
+std::unique_ptr<faiss::Index> withFastFp16Scan(std::unique_ptr<faiss::Index> index);  // ivf-sq-fp16.cc
+bool fastFp16Scan();
 }
 
 namespace {
@@ -215,7 +218,7 @@ std::string metricName(faiss::MetricType m) {
 
 Napi::Object wrap(Napi::Env env, std::unique_ptr<faiss::Index> idx) {
   Napi::Object obj = Index::ctor.New({});
-  Index::Unwrap(obj)->holder->index = std::move(idx);
+  Index::Unwrap(obj)->holder->index = cah_faiss::withFastFp16Scan(std::move(idx));
   return obj;
 }
 
@@ -230,7 +233,11 @@ Napi::Value Index::Factory(const Napi::CallbackInfo& info) {
   else if (metric == "l2") mt = faiss::METRIC_L2;
   else throw Napi::Error::New(env, "factory: metric must be ip or l2, got " + metric);
   try {
-    return wrap(env, std::unique_ptr<faiss::Index>(faiss::index_factory(static_cast<int>(d), key.c_str(), mt)));
+    std::unique_ptr<faiss::Index> idx(faiss::index_factory(static_cast<int>(d), key.c_str(), mt));
+    // IVF...,SQfp16 made here stores the vectors themselves, not their residuals from the centroid:
+    // float16 embeddings are then held exactly and searched by our float16 kernel (ivf-sq-fp16.cc).
+    if (auto* sq = dynamic_cast<faiss::IndexIVFScalarQuantizer*>(idx.get()); sq && sq->sq.qtype == faiss::ScalarQuantizer::QT_fp16) sq->by_residual = false;
+    return wrap(env, std::move(idx));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, std::string("faiss index_factory(") + std::to_string(d) + ", \"" + key + "\"): " + e.what());
   }
@@ -679,6 +686,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("setBlasThreads", Napi::Function::New(env, SetBlasThreads));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));
   exports.Set("distanceKernels", Napi::String::New(env, cah_faiss::distanceKernels()));
+  exports.Set("fastFp16Scan", Napi::Boolean::New(env, cah_faiss::fastFp16Scan()));
   exports.Set("faissVersion", Napi::String::New(env, std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." + std::to_string(FAISS_VERSION_PATCH)));
   return exports;
 }

@@ -104,6 +104,8 @@ interface FaissAddon {
    * FMA) or "generic" (Debian's scalar ones: a CPU without AVX2, or CAH_FAISS_KERNELS=generic).
    */
   distanceKernels: 'avx2' | 'generic';
+  /** Whether IVF-SQfp16 lists are scanned by our AVX2 + F16C kernel (lib/faiss/ivf-sq-fp16.cc). */
+  fastFp16Scan: boolean;
 }
 
 export const FAISS_APT_PACKAGES = ['libfaiss-dev', 'libopenblas-dev'];
