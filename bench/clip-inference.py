@@ -73,21 +73,16 @@ def export(model_dir):
     os.makedirs(os.path.join(model_dir, "onnx"), exist_ok=True)
     torch.save(model.state_dict(), os.path.join(model_dir, STATE))
 
-    class Vision(torch.nn.Module):
-        def __init__(self, m):
+    class Tower(torch.nn.Module):
+        """One of the model's encoders (its method `encode`) as the module that ONNX export traces."""
+
+        def __init__(self, m, encode):
             super().__init__()
             self.m = m
+            self.encode = encode
 
-        def forward(self, pixel_values):
-            return self.m.encode_image(pixel_values)
-
-    class Text(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids):
-            return self.m.encode_text(input_ids)
+        def forward(self, x):
+            return getattr(self.m, self.encode)(x)
 
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -97,13 +92,13 @@ def export(model_dir):
     torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad():
         torch.onnx.export(
-            Vision(model), (torch.randn(2, 3, size, size),), os.path.join(model_dir, "onnx", "vision_model.onnx"),
+            Tower(model, "encode_image"), (torch.randn(2, 3, size, size),), os.path.join(model_dir, "onnx", "vision_model.onnx"),
             input_names=["pixel_values"], output_names=["image_embeds"],
             dynamic_axes={"pixel_values": batch, "image_embeds": batch}, opset_version=17, dynamo=False,
         )
         ids = open_clip.get_tokenizer(ARCH)(["a photo of a cat", "two dogs"])
         torch.onnx.export(
-            Text(model), (ids,), os.path.join(model_dir, "onnx", "text_model.onnx"),
+            Tower(model, "encode_text"), (ids,), os.path.join(model_dir, "onnx", "text_model.onnx"),
             input_names=["input_ids"], output_names=["text_embeds"],
             dynamic_axes={"input_ids": batch, "text_embeds": batch}, opset_version=17, dynamo=False,
         )
