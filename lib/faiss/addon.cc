@@ -243,11 +243,17 @@ Napi::Value Index::Factory(const Napi::CallbackInfo& info) {
   }
 }
 
-// With IO_FLAG_MMAP faiss maps the inverted lists without checking that the file holds them: a
-// truncated file would read fine, then SIGBUS on the first search that touches the missing pages.
-void checkMappedExtent(faiss::Index* idx, const std::string& path) {
-  if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(idx)) idx = pt->index;
-  auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx);
+// The memory-mapped inverted lists of an index read with IO_FLAG_MMAP, made safe and fast to search:
+// - faiss maps them without checking that the file holds them: a truncated file would read fine,
+//   then SIGBUS on the first search that touches the missing pages; it is refused here instead.
+// - faiss' OnDiskInvertedLists starts, on every search, threads (32 by default) that read each
+//   probed list through before the scan reads it again: the list bytes cross the memory bus twice
+//   and the threads are created per query. With the lists in the page cache that is pure loss:
+//   1M x 512 IVF2048,Flat at nprobe 104, one client, p50 10.2 -> 6.0 ms, and also faster from a
+//   dropped page cache here (back README); the kernel's own read-ahead serves a cold scan, which
+//   reads each list front to back. So no prefetch threads.
+void prepareMappedLists(faiss::Index* idx, const std::string& path) {
+  faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
   if (!ivf) return;
   auto* od = dynamic_cast<faiss::OnDiskInvertedLists*>(ivf->invlists);
   if (!od) return;
@@ -257,18 +263,7 @@ void checkMappedExtent(faiss::Index* idx, const std::string& path) {
   for (auto& l : od->lists) end = std::max(end, l.offset + l.capacity * (sizeof(idx_t) + od->code_size));
   if (end > static_cast<size_t>(st.st_size) || od->totsize > static_cast<size_t>(st.st_size))
     throw std::runtime_error("truncated index file " + path + ": inverted lists need " + std::to_string(std::max(end, od->totsize)) + " bytes, file has " + std::to_string(st.st_size));
-}
-
-// faiss' OnDiskInvertedLists (what IO_FLAG_MMAP gives an IVF index) starts, on every search,
-// threads (32 by default) that read each probed list through before the scan reads it again: the
-// list bytes cross the memory bus twice and the threads are created per query. With the lists in
-// the page cache that is pure loss: 1M x 512 IVF2048,Flat at nprobe 104, one client, p50 10.2 ->
-// 6.0 ms, and also faster from a dropped page cache here (back README); the kernel's own
-// read-ahead serves a cold scan, which reads each list front to back.
-void noListPrefetch(faiss::Index* idx) {
-  faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx);
-  if (!ivf) return;
-  if (auto* od = dynamic_cast<faiss::OnDiskInvertedLists*>(ivf->invlists)) od->prefetch_nthread = 0;
+  od->prefetch_nthread = 0;
 }
 
 Napi::Value Index::Read(const Napi::CallbackInfo& info) {
@@ -282,10 +277,7 @@ Napi::Value Index::Read(const Napi::CallbackInfo& info) {
       [path, mmap, result]() {
         int flags = mmap ? (faiss::IO_FLAG_MMAP | faiss::IO_FLAG_READ_ONLY) : 0;
         result->reset(faiss::read_index(path.c_str(), flags));
-        if (mmap) {
-          checkMappedExtent(result->get(), path);
-          noListPrefetch(result->get());
-        }
+        if (mmap) prepareMappedLists(result->get(), path);
       },
       [result](Napi::Env env) -> Napi::Value { return wrap(env, std::move(*result)); });
   job->Queue();

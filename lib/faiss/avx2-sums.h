@@ -5,7 +5,7 @@
 // float16 vector and its float32 copy give the same distance bit for bit: IVF-SQfp16 and IVF-Flat
 // return the same results on float16 embeddings. (A scalar tail loop would be left to the
 // compiler, which vectorises it one way in one file and another way in the other.)
-// Callers run them only where the CPU has AVX2, FMA and F16C.
+// Callers run them only where cpuRunsSums() says the CPU has AVX2, FMA and F16C.
 #pragma once
 #include <immintrin.h>
 
@@ -16,6 +16,12 @@
 #define CAH_SIMD __attribute__((target("avx2,fma,f16c")))
 
 namespace cah_faiss::simd {
+
+/** Whether this CPU (and OS) run the templates below: AVX2, FMA and F16C. */
+inline bool cpuRunsSums() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 
 CAH_SIMD inline __m256 load8(const float* y) { return _mm256_loadu_ps(y); }
 CAH_SIMD inline __m256 load8(const uint16_t* y) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y))); }

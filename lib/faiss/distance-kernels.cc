@@ -47,8 +47,7 @@ CAH_SIMD float normL2sqrAvx2(const float* x, size_t d) { return innerProductAvx2
 bool chooseAvx2() {
   const char* forced = std::getenv("CAH_FAISS_KERNELS");
   if (forced && std::strcmp(forced, "generic") == 0) return false;
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return cah_faiss::simd::cpuRunsSums();
 }
 
 // Set while the addon loads (before any faiss call); false (the reference path) until then.
