@@ -213,16 +213,18 @@ export interface PartitionPlan {
 export function planPartitions(source: Source, o: PipelineOptions): PartitionPlan {
   const wanted = o.partitions ?? Array.from({ length: o.partitionCount }, (_, i) => i);
   let finished = 0;
+  let elementsLeft = 0;
   const todo = wanted.filter((p) => {
     if (isPartitionDone(partitionPaths(o.outputFolder, partitionName(p, o.partitionCount)), o)) {
       finished++;
       return false;
     }
+    const elements = elementsOf(source, p, o.partitionCount).length;
+    elementsLeft += elements;
     // clip-retrieval writes nothing for an empty partition
-    return elementsOf(source, p, o.partitionCount).length > 0;
+    return elements > 0;
   });
   if (finished > 0) log.info(`${finished} partition(s) already finished, skipped`);
-  const elementsLeft = todo.reduce((n, p) => n + elementsOf(source, p, o.partitionCount).length, 0);
   const perElement = source.estimatedSamples / Math.max(1, source.elements.length);
   const progress = new Progress({ label: 'inference', total: Math.round(elementsLeft * perElement), unit: 'samples' });
   return { todo, finished, elementsLeft, progress };
