@@ -60,14 +60,19 @@ test('searchAndReconstruct: same ids and distances as search, vectors as reconst
   }
 });
 
-test('searchAndReconstruct on a memory-mapped IVF index; -1 results come back as NaN rows', { skip }, async () => {
+/** IVF16,Flat over x at `nprobe`, and the same index written to `file` and read back memory-mapped. */
+async function ivfAndMapped(nprobe: number, file: string): Promise<{ idx: NativeIndex; mapped: NativeIndex }> {
   const idx = createIndex(d, 'IVF16,Flat', 'l2');
   await idx.train(x, n, 1);
   await idx.add(x, n, 1);
-  idx.setParameters('nprobe=3');
-  const path = join(dir, 'ivf.index');
+  idx.setParameters(`nprobe=${nprobe}`);
+  const path = join(dir, file);
   await writeIndexAtomic(idx, path);
-  const mapped = await readIndex(path, { mmap: true });
+  return { idx, mapped: await readIndex(path, { mmap: true }) };
+}
+
+test('searchAndReconstruct on a memory-mapped IVF index; -1 results come back as NaN rows', { skip }, async () => {
+  const { mapped } = await ivfAndMapped(3, 'ivf.index');
   await assertMatchesSearch(mapped, 'mmap IVF16,Flat');
   mapped.dispose();
 
@@ -147,14 +152,8 @@ test('back: deduplicated /knn-service results are identical with searchAndRecons
 });
 
 test('back: a lone query gets every core on an IVF index (its lists split among them), with the same results as on one; concurrent ones share them', { skip }, async () => {
-  const idx = createIndex(d, 'IVF16,Flat', 'l2');
-  await idx.train(x, n, 1);
-  await idx.add(x, n, 1);
-  idx.setParameters('nprobe=8');
-  const path = join(dir, 'ivf-split.index');
-  await writeIndexAtomic(idx, path);
-  const mapped = await readIndex(path, { mmap: true });
-  mapped.setParameters('nprobe=8');
+  const { idx, mapped } = await ivfAndMapped(8, 'ivf-split.index');
+  assert.match(mapped.describe(), /nprobe=8/, 'nprobe is kept in the file');
   const hnsw = createIndex(d, 'HNSW8', 'l2');
   await hnsw.add(x, n, 1);
   try {
