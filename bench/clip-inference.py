@@ -6,6 +6,10 @@ DataLoader whose workers read the tars and preprocess, the model on the main pro
       random-init ViT-B-32 (torch.manual_seed(0)), its state_dict, and the two towers as ONNX in
       the Hugging Face layout: onnx/vision_model.onnx (pixel_values -> image_embeds),
       onnx/text_model.onnx (input_ids -> text_embeds), preprocessor_config.json, config.json.
+  python bench/clip-inference.py quantize MODEL_DIR
+      onnx/vision_model_int8.onnx and onnx/text_model_int8.onnx beside the exported towers:
+      onnxruntime's dynamic quantisation with int8 weights (Transformers.js' `int8` variant;
+      needs onnxruntime in the venv).
   python bench/clip-inference.py embed MODEL_DIR image|text OUT_PREFIX TAR... [--batch-size 256]
       [--workers 2] [--threads 2]
       embeddings of every sample, OUT_PREFIX.npy (float32, not normalised) + OUT_PREFIX.keys.json;
@@ -117,6 +121,18 @@ def export(model_dir):
     print(json.dumps({"torch": torch.__version__, "open_clip": open_clip.__version__, "image_size": size, "embed_dim": embed_dim, "mean": mean, "std": std}))
 
 
+def quantize(model_dir):
+    # Imported here: only this command needs onnxruntime.
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for tower in ("vision_model", "text_model"):
+        src = os.path.join(model_dir, "onnx", tower + ".onnx")
+        dst = os.path.join(model_dir, "onnx", tower + "_int8.onnx")
+        quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8)
+        os.replace(dst + ".tmp", dst)
+    print(json.dumps({"quantized": "int8 (dynamic, QInt8 weights)"}))
+
+
 class TarDataset(torch.utils.data.IterableDataset):
     """Each DataLoader worker reads its share of the tars (as webdataset splits shards)."""
 
@@ -222,6 +238,8 @@ def main(argv):
     cmd, rest = args[0], args[1:]
     if cmd == "export" and len(rest) == 1:
         export(rest[0])
+    elif cmd == "quantize" and len(rest) == 1:
+        quantize(rest[0])
     elif cmd == "embed" and len(rest) >= 4 and rest[1] in ("image", "text"):
         embed(rest[0], rest[1], rest[2], rest[3:], batch_size, workers, threads)
     elif cmd == "decompose" and len(rest) >= 5:

@@ -25,7 +25,7 @@ import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { byteSymbolsInVocabOrder } from '../demo/tiny-clip.ts';
 import { createResizer, DEFAULT_RESIZER_OPTIONS } from '../download_images/resizer.ts';
-import { locateModelFiles, normalizeRows, openImageTower, openTextTower } from '../embeddings-indices-hosting/inference/clip-model.ts';
+import { locateModelFiles, normalizeRows, openImageTower, openTextTower, type ModelDtype } from '../embeddings-indices-hosting/inference/clip-model.ts';
 import { ImagePreprocessor, readPreprocessorConfig } from '../embeddings-indices-hosting/inference/preprocess.ts';
 import { ClipTokenizer } from '../embeddings-indices-hosting/inference/tokenizer.ts';
 import { defineCli } from '../lib/cli.ts';
@@ -49,6 +49,7 @@ const cli = defineCli({
     modalities: { type: 'list', default: ['image', 'text'], choices: ['image', 'text'], help: 'Timed runs: image (images/s), text (captions/s)' },
     'decompose-only': { type: 'bool', default: false, help: 'Skip the timed runs and the full-run cosines' },
     'skip-peer': { type: 'bool', default: false, help: 'Run only ours (the cosines then use the last peer embeddings, if any)' },
+    dtype: { type: 'string', default: 'fp32', choices: ['fp32', 'int8'], help: 'Our model variant (run.ts inference --dtype); int8 is made from the export by onnxruntime\'s dynamic quantisation in the venv' },
     'ours-args': { type: 'string', default: '', help: "Extra options for run.ts inference, e.g. '--intra-op-threads 1'" },
     venv: { type: 'string', default: '.bench/torch-venv', help: 'Python venv with torch, open_clip_torch, onnx (created when missing)' },
     workdir: { type: 'string', default: '.bench/clip-inference', help: 'Corpus, tars, model folder and outputs' },
@@ -66,15 +67,15 @@ const modelDir = join(work, 'model');
 const tarsDir = join(work, `tars-${flags.samples}`);
 
 function ensureVenv(): void {
-  const check = spawnSync(python, ['-c', 'import torch, open_clip, onnx'], { stdio: 'ignore' });
+  const check = spawnSync(python, ['-c', 'import torch, open_clip, onnx, onnxruntime'], { stdio: 'ignore' });
   if (check.status === 0) return;
-  process.stderr.write(`installing torch (CPU wheels if download.pytorch.org answers, else PyPI's), open_clip_torch, onnx into ${venv} ...\n`);
+  process.stderr.write(`installing torch (CPU wheels if download.pytorch.org answers, else PyPI's), open_clip_torch, onnx, onnxruntime into ${venv} ...\n`);
   if (!existsSync(python)) spawnOrDie('python3', ['-m', 'venv', venv]);
   const pip = join(venv, 'bin', 'pip');
   if (spawnSync(pip, ['install', '-q', 'torch', '--index-url', 'https://download.pytorch.org/whl/cpu'], { stdio: 'inherit', timeout: 120_000 }).status !== 0) {
     process.stderr.write('download.pytorch.org not reachable: PyPI\'s torch (CUDA build, runs on CPU; several GB)\n');
   }
-  spawnOrDie(pip, ['install', '-q', 'torch', 'open_clip_torch', 'onnx']);
+  spawnOrDie(pip, ['install', '-q', 'torch', 'open_clip_torch', 'onnx', 'onnxruntime']);
 }
 
 function spawnOrDie(cmd: string, args: string[]): string {
@@ -121,6 +122,10 @@ async function prepareModel(): Promise<void> {
   if (!existsSync(join(modelDir, 'onnx', 'text_model.onnx'))) {
     process.stderr.write(`exporting open_clip ViT-B-32 (random weights) to ${modelDir} ...\n`);
     process.stderr.write(spawnOrDie(python, [helper, 'export', modelDir]));
+  }
+  if (flags.dtype === 'int8' && !existsSync(join(modelDir, 'onnx', 'text_model_int8.onnx'))) {
+    process.stderr.write(`quantising the towers (int8) in ${modelDir} ...\n`);
+    process.stderr.write(spawnOrDie(python, [helper, 'quantize', modelDir]));
   }
   if (!existsSync(join(modelDir, 'merges.txt'))) {
     const lines = gunzipSync(readFileSync(join(sharedData, 'clip-bpe', 'bpe_simple_vocab_16e6.txt.gz'))).toString('utf8').split('\n');
@@ -213,6 +218,7 @@ async function runOurs(modality: 'image' | 'text'): Promise<Timed> {
     '--enable_image', String(modality === 'image'), '--enable_text', String(modality === 'text'),
     '--batch_size', String(flags.batchSize), '--intra_op_threads', String(flags.threads),
     '--num_prepro_workers', String(Math.max(1, flags.preproWorkers)),
+    '--dtype', flags.dtype,
     ...flags.oursArgs.split(/\s+/).filter(Boolean),
   ];
   const run = await runMeasured(process.execPath, args);
@@ -325,7 +331,7 @@ async function decompose(tars: string[]): Promise<string[]> {
   const dir = join(work, 'decompose');
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  const files = locateModelFiles(modelDir, { image: true, text: true });
+  const files = locateModelFiles(modelDir, { image: true, text: true }, flags.dtype as ModelDtype);
   const prep = readPreprocessorConfig(files.preprocessorConfig);
   const side = prep.size;
   const floats = 3 * side * side;
@@ -447,7 +453,7 @@ await prepareModel();
 const torchVersion = spawnOrDie(python, ['-c', 'import torch, open_clip; print(torch.__version__, open_clip.__version__)']).trim();
 process.stdout.write(
   `clip-inference: ${flags.samples} samples in ${tarsDir}, model ${modelDir} (open_clip ViT-B-32, random weights; torch / open_clip ${torchVersion}), ` +
-    `batch ${flags.batchSize}, ${flags.threads} threads, ${flags.preproWorkers} prepro workers, ${cores} cores; load average at start ${load()}\n`,
+    `ours --dtype ${flags.dtype}, batch ${flags.batchSize}, ${flags.threads} threads, ${flags.preproWorkers} prepro workers, ${cores} cores; load average at start ${load()}\n`,
 );
 const modalities = flags.decomposeOnly ? [] : (flags.modalities as Array<'image' | 'text'>);
 for (const modality of modalities) {

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { writeTinyClip, TINY_EMBED_DIM, TINY_IMAGE_SIZE } from '../demo/tiny-clip.ts';
+import { QueryEncoder } from '../embeddings-indices-hosting/back/encoder.ts';
+import { loadModels } from '../embeddings-indices-hosting/inference/inference.ts';
 import { locateModelFiles, ModelFolderError, openImageTower, openTextTower, type SessionOptions } from '../embeddings-indices-hosting/inference/clip-model.ts';
 
 let dir: string;
@@ -73,6 +75,31 @@ test('a missing file, a wrong input name and a wrong shape are one-line errors n
   await assert.rejects(
     openImageTower(join(wrongSize, 'onnx', 'vision_model.onnx'), TINY_IMAGE_SIZE, cpu),
     (e: unknown) => oneLine(e) && new RegExp(`pixel_values has shape \\[batch_size,3,48,48\\], expected \\[N,3,${TINY_IMAGE_SIZE},${TINY_IMAGE_SIZE}\\]`).test((e as Error).message),
+  );
+});
+
+test('--dtype picks the Transformers.js variant files; a missing variant names the ones the folder has', async () => {
+  const plain = writeTinyClip(join(dir, 'dtype-plain'));
+  const int8Only = writeTinyClip(join(dir, 'dtype-int8'));
+  // The variant files are the tiny model under int8's names, and the fp32 names are gone: only a
+  // loader that reads the int8 names can open this folder.
+  for (const tower of ['vision_model', 'text_model']) await rename(join(int8Only, 'onnx', `${tower}.onnx`), join(int8Only, 'onnx', `${tower}_int8.onnx`));
+  const settings = { device: 'cpu' as const, intraOpThreads: 1, enableImage: true, enableText: true };
+  const fp32 = await loadModels({ ...settings, clipModel: plain });
+  const int8 = await loadModels({ ...settings, clipModel: int8Only, dtype: 'int8' });
+  const pixels = new Float32Array(2 * 3 * TINY_IMAGE_SIZE ** 2).map((_, i) => Math.cos(i * 0.11));
+  assert.deepEqual(await int8.image!.run(pixels, 2), await fp32.image!.run(pixels, 2));
+  const { ids, mask } = int8.tokenizer!.encodeBatch(['a red circle']);
+  assert.deepEqual(await int8.text!.run(ids, mask, 1), await fp32.text!.run(ids, mask, 1));
+  assert.equal((await QueryEncoder.open(int8Only, 1, 'int8')).dim, TINY_EMBED_DIM); // back's query model
+
+  assert.throws(
+    () => locateModelFiles(int8Only, { image: true, text: true }, 'q8'),
+    (e: unknown) => oneLine(e) && /onnx\/vision_model_quantized\.onnx is missing \(the image tower.*--dtype q8\); this folder has --dtype int8 /.test((e as Error).message),
+  );
+  assert.throws(
+    () => locateModelFiles(int8Only, { image: false, text: true }),
+    (e: unknown) => oneLine(e) && /onnx\/text_model\.onnx is missing \(.*--dtype fp32\); this folder has --dtype int8 /.test((e as Error).message),
   );
 });
 

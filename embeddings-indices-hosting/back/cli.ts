@@ -6,6 +6,7 @@ import { CliError, defineCli } from '../../lib/cli.ts';
 import { HttpClient } from '../../lib/http/client.ts';
 import { loadFaiss } from '../../lib/faiss/index.ts';
 import { errorMessage, log } from '../../lib/log.ts';
+import { MODEL_DTYPES, type ModelDtype } from '../inference/clip-model.ts';
 import { closeIndices, DEFAULT_COLUMNS, openIndices, readIndicesPaths } from './indices.ts';
 import { SearchThreads } from './search-threads.ts';
 import { createBack } from './server.ts';
@@ -20,6 +21,7 @@ export const backCli = defineCli({
     port: { type: 'int', default: 1234, help: 'Port to listen on (0 = any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'Address to listen on (0.0.0.0 for every interface)' },
     'clip-model': { type: 'string', default: null, help: 'Model folder (Hugging Face ONNX layout) for text and image queries; without one only embedding_input works' },
+    dtype: { type: 'string', default: 'fp32', choices: MODEL_DTYPES, help: 'Variant of the CLIP model for queries (onnx/text_model_int8.onnx for int8, as run.ts inference --dtype): use the one the index was embedded with' },
     'enable-faiss-memory-mapping': { type: 'bool', default: false, help: 'Memory-map the faiss indices instead of reading them into RAM' },
     'columns-to-return': { type: 'list', default: DEFAULT_COLUMNS, help: 'Metadata columns returned (those the metadata has)' },
     'url-column': { type: 'string', default: 'url', help: 'The column the page shows images from (config.json urlColumn)' },
@@ -73,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
       columns_to_return: flags.columnsToReturn,
     });
     for (const n of notes) log.info(n);
-    indices = await openIndices(settings, { threads, searchThreads, rowFile: flags.metadataRowFile, log: (m) => log.info(m) });
+    indices = await openIndices(settings, { threads, dtype: flags.dtype as ModelDtype, searchThreads, rowFile: flags.metadataRowFile, log: (m) => log.info(m) });
   } catch (err) {
     log.error(errorMessage(err));
     return 1;

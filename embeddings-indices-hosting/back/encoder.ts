@@ -1,7 +1,7 @@
 // The CLIP model of an index, as the back end uses it: one text or one image in, one L2-normalised
 // float32 query vector out. Built on inference/'s model folder loader, tokenizer and native
 // preprocessing, so a query is embedded exactly as the indexed samples were.
-import { locateModelFiles, normalizeRows, openImageTower, openTextTower, type ImageTower, type TextTower } from '../inference/clip-model.ts';
+import { locateModelFiles, normalizeRows, openImageTower, openTextTower, type ImageTower, type ModelDtype, type TextTower } from '../inference/clip-model.ts';
 import { ImagePreprocessor, readPreprocessorConfig } from '../inference/preprocess.ts';
 import { ClipTokenizer } from '../inference/tokenizer.ts';
 import type { Metrics } from './metrics.ts';
@@ -19,8 +19,8 @@ export class QueryEncoder {
     private readonly preprocessor: ImagePreprocessor,
   ) {}
 
-  static async open(dir: string, threads: number): Promise<QueryEncoder> {
-    const files = locateModelFiles(dir, { image: true, text: true });
+  static async open(dir: string, threads: number, dtype: ModelDtype = 'fp32'): Promise<QueryEncoder> {
+    const files = locateModelFiles(dir, { image: true, text: true }, dtype);
     const session = { device: 'cpu' as const, intraOpThreads: threads };
     const preprocessing = readPreprocessorConfig(files.preprocessorConfig);
     const image = await openImageTower(files.vision, preprocessing.size, session);

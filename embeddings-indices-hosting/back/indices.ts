@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
+import type { ModelDtype } from '../inference/clip-model.ts';
 import { QueryEncoder } from './encoder.ts';
 import { openMetadata, type MetadataSource } from './metadata-store.ts';
 import type { SearchThreads } from './search-threads.ts';
@@ -84,7 +85,7 @@ export interface ServedIndex {
 }
 
 /** Opens every index; the first name is the default index. */
-export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; searchThreads: SearchThreads; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
+export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; dtype?: ModelDtype; searchThreads: SearchThreads; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
   const encoders = new Map<string, Promise<QueryEncoder>>();
   const out = new Map<string, ServedIndex>();
   try {
@@ -111,7 +112,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
       let encoder: QueryEncoder | null = null;
       if (s.clip_model) {
         let p = encoders.get(s.clip_model);
-        if (!p) encoders.set(s.clip_model, (p = QueryEncoder.open(s.clip_model, opts.threads)));
+        if (!p) encoders.set(s.clip_model, (p = QueryEncoder.open(s.clip_model, opts.threads, opts.dtype)));
         encoder = await p;
       }
       const dim = (image ?? text)!.d;
@@ -121,7 +122,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
       out.set(name, served);
       opts.log(
         `index ${name}: ${s.indice_folder}: image ${image ? `${image.ntotal} vectors` : 'none'}, text ${text ? `${text.ntotal} vectors` : 'none'}, ${dim} dims, ` +
-          `metadata ${metadata.rowCount} rows (${served.columns.join(', ') || 'no columns'} returned, ${metadata.constructor.name === 'RowFileStore' ? 'row file' : 'DuckDB over parquet'}), model ${s.clip_model ?? 'none (embedding_input only)'}, ` +
+          `metadata ${metadata.rowCount} rows (${served.columns.join(', ') || 'no columns'} returned, ${metadata.constructor.name === 'RowFileStore' ? 'row file' : 'DuckDB over parquet'}), model ${s.clip_model ? `${s.clip_model}${opts.dtype && opts.dtype !== 'fp32' ? ` (${opts.dtype})` : ''}` : 'none (embedding_input only)'}, ` +
           `${s.enable_faiss_memory_mapping ? 'memory-mapped' : 'in memory'}, opened in ${((performance.now() - t) / 1000).toFixed(2)} s`,
       );
       if ((image && metadata.rowCount !== image.ntotal) || (!image && text && metadata.rowCount !== text.ntotal)) {

@@ -14,8 +14,28 @@ export class ModelFolderError extends Error {}
 export type Device = 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'tensorrt', 'webgpu'];
 
+/**
+ * The model variants of the Transformers.js v3 layout (its `dtype` option): each is a file beside
+ * the full-precision one, `onnx/vision_model{suffix}.onnx`. Quantised variants trade a little
+ * accuracy for speed on CPU (measured in the README); fp32 is the default and the drop-in choice.
+ */
+export const MODEL_DTYPES = ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4'] as const;
+export type ModelDtype = (typeof MODEL_DTYPES)[number];
+const DTYPE_SUFFIX: Record<ModelDtype, string> = { fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4' };
+
+/** `onnx/{tower}{suffix}.onnx` in dir for a dtype. */
+function towerPath(dir: string, tower: 'vision_model' | 'text_model', dtype: ModelDtype): string {
+  return join(dir, 'onnx', `${tower}${DTYPE_SUFFIX[dtype]}.onnx`);
+}
+
+/** The dtypes whose file for `tower` the folder has, for error messages. */
+function dtypesPresent(dir: string, tower: 'vision_model' | 'text_model'): ModelDtype[] {
+  return MODEL_DTYPES.filter((d) => existsSync(towerPath(dir, tower, d)));
+}
+
 export interface ModelFiles {
   dir: string;
+  dtype: ModelDtype;
   vision: string;
   text: string;
   preprocessorConfig: string;
@@ -27,13 +47,14 @@ export interface ModelFiles {
 }
 
 /** The folder's files, checked for presence only of what the run needs. */
-export function locateModelFiles(dir: string, need: { image: boolean; text: boolean }): ModelFiles {
+export function locateModelFiles(dir: string, need: { image: boolean; text: boolean }, dtype: ModelDtype = 'fp32'): ModelFiles {
   if (!existsSync(dir)) throw new ModelFolderError(`model folder ${dir} does not exist; pass --clip-model DIR (an ONNX export in the Hugging Face layout, see the README)`);
   const f = (...p: string[]): string => join(dir, ...p);
   const files: ModelFiles = {
     dir,
-    vision: f('onnx', 'vision_model.onnx'),
-    text: f('onnx', 'text_model.onnx'),
+    dtype,
+    vision: towerPath(dir, 'vision_model', dtype),
+    text: towerPath(dir, 'text_model', dtype),
     preprocessorConfig: f('preprocessor_config.json'),
     config: f('config.json'),
     tokenizerJson: existsSync(f('tokenizer.json')) ? f('tokenizer.json') : null,
@@ -43,13 +64,18 @@ export function locateModelFiles(dir: string, need: { image: boolean; text: bool
   const missing = (p: string, what: string): never => {
     throw new ModelFolderError(`${p} is missing (${what}); the model folder needs the layout in the README`);
   };
+  const missingTower = (p: string, tower: 'vision_model' | 'text_model', what: string): never => {
+    const present = dtypesPresent(dir, tower);
+    if (present.length === 0) missing(p, `${what}${dtype === 'fp32' ? '' : `, --dtype ${dtype}`}`);
+    throw new ModelFolderError(`${p} is missing (${what}, --dtype ${dtype}); this folder has --dtype ${present.join(', ')} (see the README, "Quantised models")`);
+  };
   if (!existsSync(files.config)) missing(files.config, 'the model config');
   if (need.image) {
-    if (!existsSync(files.vision)) missing(files.vision, 'the image tower, needed with --enable-image');
+    if (!existsSync(files.vision)) missingTower(files.vision, 'vision_model', 'the image tower, needed with --enable-image');
     if (!existsSync(files.preprocessorConfig)) missing(files.preprocessorConfig, 'image preprocessing settings, needed with --enable-image');
   }
   if (need.text) {
-    if (!existsSync(files.text)) missing(files.text, 'the text tower, needed with --enable-text');
+    if (!existsSync(files.text)) missingTower(files.text, 'text_model', 'the text tower, needed with --enable-text');
     if (!files.tokenizerJson && !(files.vocabJson && files.mergesTxt)) {
       missing(f('tokenizer.json'), 'the tokenizer: tokenizer.json, or vocab.json + merges.txt, needed with --enable-text');
     }
@@ -144,7 +170,7 @@ function tensorMeta(list: readonly ort.InferenceSession.ValueMetadata[], name: s
 
 /** A fixed dimension that is not `want` is an error; symbolic dimensions (batch_size) pass. */
 function checkShape(path: string, m: TensorMeta, want: (number | null)[], wantType: string): void {
-  if (m.type !== wantType) throw new ModelFolderError(`${path}: ${m.name} has type ${m.type}, expected ${wantType}`);
+  if (m.type !== wantType) throw new ModelFolderError(`${path}: ${m.name} has type ${m.type}, expected ${wantType}; use a model (or --dtype variant) with ${wantType} inputs and outputs`);
   const bad = m.shape.length !== want.length || want.some((w, i) => w !== null && typeof m.shape[i] === 'number' && m.shape[i] !== w);
   if (bad) {
     const shown = (s: readonly (number | string | null)[]): string => `[${s.map((d) => d ?? 'N').join(',')}]`;

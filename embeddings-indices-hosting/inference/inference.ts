@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { log } from '../../lib/log.ts';
 import { Progress } from '../../lib/progress.ts';
-import { defaultRowsPerRun, locateModelFiles, normalizeRows, openImageTower, openTextTower, type Device, type ImageTower, type TextTower } from './clip-model.ts';
+import { defaultRowsPerRun, locateModelFiles, normalizeRows, openImageTower, openTextTower, type Device, type ImageTower, type ModelDtype, type TextTower } from './clip-model.ts';
 import { ImagePreprocessor, readPreprocessorConfig } from './preprocess.ts';
 import { elementsOf, partitionName, type Sample, type Skipped, type Source } from './sources.ts';
 import { ClipTokenizer } from './tokenizer.ts';
@@ -34,6 +34,8 @@ export interface Models {
 export interface ModelSettings {
   /** The model folder (see locateModelFiles). */
   clipModel: string;
+  /** Which variant of the towers (clip-model.ts MODEL_DTYPES); absent: fp32. */
+  dtype?: ModelDtype;
   device: Device;
   intraOpThreads: number;
   /** Rows per onnxruntime run (0 = whole batch); null: the device's default (defaultRowsPerRun). */
@@ -44,7 +46,7 @@ export interface ModelSettings {
 
 /** Opens the towers, tokenizer and preprocessing the settings ask for, and says which in the log. */
 export async function loadModels(m: ModelSettings): Promise<Models> {
-  const files = locateModelFiles(m.clipModel, { image: m.enableImage, text: m.enableText });
+  const files = locateModelFiles(m.clipModel, { image: m.enableImage, text: m.enableText }, m.dtype);
   const rowsPerRun = m.rowsPerRun ?? defaultRowsPerRun(m.device);
   const session = { device: m.device, intraOpThreads: m.intraOpThreads, rowsPerRun };
   const preprocessing = m.enableImage ? readPreprocessorConfig(files.preprocessorConfig) : null;
@@ -52,7 +54,7 @@ export async function loadModels(m: ModelSettings): Promise<Models> {
   const text = m.enableText ? await openTextTower(files.text, session) : null;
   const tokenizer = m.enableText ? ClipTokenizer.fromModelFiles(files) : null;
   const preprocessor = preprocessing ? new ImagePreprocessor(preprocessing) : null;
-  log.info(`execution provider: ${m.device} (onnxruntime-node; intra-op threads ${m.intraOpThreads || 'default'}; ${rowsPerRun > 0 ? `runs of at most ${rowsPerRun} rows` : 'one run per batch'})`);
+  log.info(`execution provider: ${m.device} (onnxruntime-node; model variant ${files.dtype}; intra-op threads ${m.intraOpThreads || 'default'}; ${rowsPerRun > 0 ? `runs of at most ${rowsPerRun} rows` : 'one run per batch'})`);
   if (preprocessing) log.info(`image tower ${files.vision}: ${preprocessing.size}x${preprocessing.size} -> ${image!.dim}; ${preprocessing.describe()}`);
   if (text) log.info(`text tower ${files.text}: 77 ids${text.takesAttentionMask ? ' + attention_mask' : ''} -> ${text.dim}; tokenizer ${files.tokenizerJson ?? `${files.vocabJson} + ${files.mergesTxt}`}`);
   return { image, text, preprocessor, tokenizer };
