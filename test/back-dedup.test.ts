@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { dedupPositions } from '../embeddings-indices-hosting/back/knn.ts';
-import { faissAvailable } from '../lib/faiss/index.ts';
+import { createIndex, faissAvailable } from '../lib/faiss/index.ts';
 
 const skip = faissAvailable().ok ? false : 'faiss addon not built (bash .ci/install)';
 
@@ -54,5 +54,26 @@ test('dedupPositions equals the brute-force connected components', { skip }, asy
     const want = bruteForce(v, n, d, 0.94);
     assert.deepEqual(got, want, `n=${n} d=${d}`);
     if (n >= 50) assert.ok(got.length < n && got.length > 1, `n=${n}: ${got.length} kept: the data must exercise both cases`);
+  }
+});
+
+test('searchAndDedup (the rule inside the native search job) equals the brute-force components of its results', { skip }, async () => {
+  for (const [n, d, groups] of [[2, 8, 1], [50, 16, 5], [256, 64, 30]] as const) {
+    const v = clustered(n, d, groups, 7 * n + d);
+    const idx = createIndex(d, 'Flat', 'ip');
+    try {
+      await idx.add(v, n, 1);
+      // k beyond the index size: the -1 labels past the n results are left out, as in the JS path
+      const r = await idx.searchAndDedup(v.subarray(0, d), n + 3, 1, 0.94);
+      const labels = Array.from(r.labels.subarray(0, n));
+      assert.deepEqual(Array.from(r.labels.subarray(n)), [-1, -1, -1]);
+      const inOrder = new Float32Array(n * d);
+      labels.forEach((id, p) => inOrder.set(v.subarray(id * d, (id + 1) * d), p * d));
+      const want = bruteForce(inOrder, n, d, 0.94);
+      assert.deepEqual(Array.from(r.keep), want, `n=${n} d=${d}`);
+      if (n >= 50) assert.ok(want.length < n && want.length > 1, `n=${n}: ${want.length} kept: the data must exercise both cases`);
+    } finally {
+      idx.dispose();
+    }
   }
 });

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { runKnn, searchWithVectors, type KnnContext } from '../embeddings-indices-hosting/back/knn.ts';
+import { dedupPositions, runKnn, searchWithVectors, type KnnContext } from '../embeddings-indices-hosting/back/knn.ts';
 import type { ServedIndex } from '../embeddings-indices-hosting/back/indices.ts';
 import { Metrics } from '../embeddings-indices-hosting/back/metrics.ts';
 import { SearchThreads } from '../embeddings-indices-hosting/back/search-threads.ts';
@@ -86,27 +86,36 @@ test('searchAndReconstruct on a memory-mapped IVF index; -1 results come back as
   assert.throws(() => small.searchAndReconstruct(queries, 1, 0), /k must be >= 1/);
 });
 
-/** `real` with its searchAndReconstruct replaced (a NativeIndex stand-in for faiss' refusals). */
-function withSearchAndReconstruct(real: NativeIndex, sr: () => Promise<never>): NativeIndex {
+/** `real` with its searchAndReconstruct and searchAndDedup (or only the methods named) replaced: a
+ * NativeIndex stand-in for faiss' refusals, which reach both; null: as an addon without them. */
+function withSearchAndReconstruct(real: NativeIndex, sr: (() => Promise<never>) | null, methods = ['searchAndReconstruct', 'searchAndDedup']): NativeIndex {
   return new Proxy(real, {
     get(target, prop) {
-      if (prop === 'searchAndReconstruct') return sr;
+      if (methods.includes(prop as string)) return sr ?? undefined;
       const v = Reflect.get(target, prop, target) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
 }
 
-test('back: searchWithVectors uses searchAndReconstruct, and falls back to search (once per index) where it is not implemented', { skip }, async () => {
+test('back: searchWithVectors uses searchAndDedup (up to 256 results) or searchAndReconstruct, and falls back to search (once per index) where they are not implemented', { skip }, async () => {
   const idx = createIndex(d, 'IVF16,Flat', 'ip');
   await idx.train(x, n, 1);
   await idx.add(x, n, 1);
   idx.setParameters('nprobe=2');
   const q = queries.subarray(0, d);
   const plain: SearchResult = await idx.search(q, 1, k, 1);
-  const withVectors = await searchWithVectors(idx, q, k);
-  assert.ok(withVectors.vectors && withVectors.vectors.length === k * d, 'vectors come with the search');
+  const deduped = await searchWithVectors(idx, q, k);
+  assert.ok(deduped.keep && deduped.vectors === undefined, 'the near-duplicate rule ran in the search job');
+  assert.deepEqual(Array.from(deduped.labels), Array.from(plain.labels));
+  const sr = await idx.searchAndReconstruct(q, 1, k, 1);
+  const unit = sr.vectors.map((v, i) => v / Math.hypot(...sr.vectors.subarray(i - (i % d), i - (i % d) + d)));
+  assert.deepEqual(Array.from(deduped.keep), await dedupPositions(unit, k, d));
+  const withVectors = await searchWithVectors(withSearchAndReconstruct(idx, null, ['searchAndDedup']), q, k);
+  assert.ok(withVectors.vectors && withVectors.vectors.length === k * d, 'without searchAndDedup, vectors come with the search');
   assert.deepEqual(Array.from(withVectors.labels), Array.from(plain.labels));
+  const many = await searchWithVectors(idx, q, 300);
+  assert.ok(many.vectors && many.keep === undefined, 'over 256 results: searchAndReconstruct');
 
   let calls = 0;
   const proxy = withSearchAndReconstruct(idx, () => {
@@ -126,7 +135,7 @@ test('back: searchWithVectors uses searchAndReconstruct, and falls back to searc
   await assert.rejects(searchWithVectors(broken, q, k), /disposed/);
 });
 
-test('back: deduplicated /knn-service results are identical with searchAndReconstruct and with the reconstruct path', { skip }, async () => {
+test('back: deduplicated /knn-service results are identical with searchAndDedup, searchAndReconstruct and the reconstruct path', { skip }, async () => {
   // tight clusters: many results are near duplicates (inner product > 0.94) of a better-ranked one
   const dd = 64;
   const data = clusteredVectors(3000, dd, { clusters: 30, spread: 0.25, seed: 5 });
@@ -138,14 +147,17 @@ test('back: deduplicated /knn-service results are identical with searchAndRecons
   const served = { name: 'x', settings: {} as ServedIndex['settings'], image: idx, text: null, metadata, encoder: null, columns: [], dim: dd };
   const ctx = { http: {} as KnnContext['http'], metrics: new Metrics(), limits: { maxResultIds: 1000, maxImageBytes: 1, imageUrlTimeoutMs: 1 }, searchThreads: new SearchThreads(1) };
   const viaReconstruct = withSearchAndReconstruct(idx, () => Promise.reject(new Error('reconstruct not implemented')));
+  const viaSearchAndReconstruct = withSearchAndReconstruct(idx, null, ['searchAndDedup']);
   let deduplicated = 0;
   for (let qi = 0; qi < 5; qi++) {
     const query = data.slice(qi * 97 * dd, (qi * 97 + 1) * dd);
     const ask = (image: NativeIndex): ReturnType<typeof runKnn> =>
       runKnn({ index: { ...served, image }, modality: 'image', numImages: 200, numResultIds: 200, text: null, image: null, imageUrl: null, embedding: query, deduplicate: true, useSafetyModel: false }, ctx);
-    const a = await ask(idx);
-    const b = await ask(viaReconstruct);
+    const a = await ask(idx); // searchAndDedup: the rule in the native job
+    const b = await ask(viaReconstruct); // search, reconstruct(id), dedupPositions
+    const c = await ask(viaSearchAndReconstruct); // searchAndReconstruct, dedupPositions
     assert.deepEqual(a, b, `query ${qi}`);
+    assert.deepEqual(c, b, `query ${qi}`);
     if (a.length < 200) deduplicated++;
   }
   assert.equal(deduplicated, 5, 'every query had near duplicates to remove');

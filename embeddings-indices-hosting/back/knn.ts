@@ -193,16 +193,20 @@ async function queryVector(q: KnnQuery, ctx: KnnContext): Promise<Float32Array> 
 /** Indices whose searchAndReconstruct was refused ("not implemented"): searched the plain way since. */
 const noSearchAndReconstruct = new WeakSet<NativeIndex>();
 
+type Found = SearchResult & { vectors?: Float32Array; keep?: Int32Array };
+
 /**
- * The search for a deduplicating query: faiss' search_and_reconstruct (the result vectors decoded
- * from the codes the search has already read, off the JS thread) when the addon has it and the index
- * supports it; otherwise a plain search, and the vectors come from reconstruct(id) afterwards.
- * Both give the same ids and distances (search_and_reconstruct runs the same scan).
+ * The search for a deduplicating query. Up to DEDUP_NEIGHBOURS results: searchAndDedup, the search
+ * and the near-duplicate rule in one native job (`keep` set). Beyond: faiss' search_and_reconstruct
+ * (the result vectors decoded from the codes the search has already read, off the JS thread), and
+ * dedupPositions runs on them. Where the index cannot reconstruct: a plain search, and the vectors
+ * come from reconstruct(id) afterwards. All give the same ids and distances.
  */
-export async function searchWithVectors(index: NativeIndex, query: Float32Array, k: number, threads = 1): Promise<SearchResult & { vectors?: Float32Array }> {
-  // typeof: an addon built before searchAndReconstruct existed lacks the method
+export async function searchWithVectors(index: NativeIndex, query: Float32Array, k: number, threads = 1): Promise<Found> {
+  // typeof: an addon built before these methods existed lacks them
   if (typeof index.searchAndReconstruct === 'function' && !noSearchAndReconstruct.has(index)) {
     try {
+      if (k <= DEDUP_NEIGHBOURS && typeof index.searchAndDedup === 'function') return await index.searchAndDedup(query, k, threads, DEDUP_THRESHOLD);
       return await index.searchAndReconstruct(query, 1, k, threads);
     } catch (err) {
       if (!/not implemented/i.test((err as Error).message)) throw err;
@@ -354,7 +358,7 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
   const index = (q.modality === 'image' ? q.index.image : q.index.text)!;
   const k = Math.min(q.numResultIds, index.ntotal);
   if (k === 0) return [];
-  const found: SearchResult & { vectors?: Float32Array } = await metrics.time('knn_index_time', () =>
+  const found: Found = await metrics.time('knn_index_time', () =>
     ctx.searchThreads.run(index, (threads) => (q.deduplicate ? searchWithVectors(index, vector, k, threads) : index.search(vector, 1, k, threads))),
   );
   let ids: number[] = [];
@@ -366,7 +370,8 @@ export async function runKnn(q: KnnQuery, ctx: KnnContext): Promise<KnnResult[]>
     sims.push(found.distances[i]!);
   }
   if (q.deduplicate && ids.length > 1) {
-    const keep = await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids, found.vectors), ids.length, index.d));
+    // found.keep: searchAndDedup applied the rule in the search's job (its time is in knn_index_time)
+    const keep = found.keep ? Array.from(found.keep) : await metrics.time('dedup_time', () => dedupPositions(resultVectors(index, ids, found.vectors), ids.length, index.d));
     ids = keep.map((p) => ids[p]!);
     sims = keep.map((p) => sims[p]!);
   }

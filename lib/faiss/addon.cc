@@ -24,6 +24,7 @@
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/OnDiskInvertedLists.h>
+#include <faiss/utils/distances.h>
 #include <sys/stat.h>
 #include <omp.h>
 
@@ -127,6 +128,7 @@ class Index : public Napi::ObjectWrap<Index> {
   // search(x, nq, k, threads) and searchAndReconstruct: the same arguments, job and result, plus
   // the result vectors when withVectors.
   Napi::Value SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors);
+  Napi::Value SearchAndDedup(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SetParameters(const Napi::CallbackInfo& info);
   Napi::Value SplitQueriesOverLists(const Napi::CallbackInfo& info);
@@ -453,6 +455,100 @@ Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, b
   return job->promise();
 }
 
+// Positions 0..n-1 of `n` result vectors (rows of `v`, d wide) kept by the back end's near-duplicate
+// rule: rows linked when the inner product of their L2-normalised vectors is > threshold; of each
+// connected component only the first position is kept (back/knn.ts dedupPositions, same rule).
+std::vector<int32_t> dedupKeep(const float* v, size_t n, size_t d, double threshold) {
+  std::vector<float> unit(n * d);
+  for (size_t r = 0; r < n; r++) {
+    double s = 0;
+    for (size_t j = 0; j < d; j++) s += static_cast<double>(v[r * d + j]) * v[r * d + j];
+    const double inv = s > 0 ? 1 / std::sqrt(s) : 0;
+    for (size_t j = 0; j < d; j++) unit[r * d + j] = static_cast<float>(v[r * d + j] * inv);
+  }
+  std::vector<std::vector<uint32_t>> links(n);
+  for (size_t a = 0; a < n; a++) {
+    for (size_t b = a + 1; b < n; b++) {
+      // faiss' kernel (ours where the CPU has AVX2: distance-kernels.cc), float as the JS path's sgemm
+      if (faiss::fvec_inner_product(&unit[a * d], &unit[b * d], d) > threshold) {
+        links[a].push_back(static_cast<uint32_t>(b));
+        links[b].push_back(static_cast<uint32_t>(a));
+      }
+    }
+  }
+  std::vector<int32_t> kept;
+  std::vector<uint8_t> seen(n, 0);
+  std::vector<uint32_t> stack;
+  for (size_t seed = 0; seed < n; seed++) {
+    if (seen[seed]) continue;
+    seen[seed] = 1;
+    kept.push_back(static_cast<int32_t>(seed));
+    stack.assign(1, static_cast<uint32_t>(seed));
+    while (!stack.empty()) {
+      const uint32_t a = stack.back();
+      stack.pop_back();
+      for (uint32_t b : links[a]) {
+        if (!seen[b]) {
+          seen[b] = 1;
+          stack.push_back(b);
+        }
+      }
+    }
+  }
+  return kept;
+}
+
+// searchAndDedup(x, k, threads, threshold): one query's search_and_reconstruct and the near-duplicate
+// rule on its results in the same job, off the JS thread. The result vectors never reach JS: a
+// query costs one job and no large arrays (the three jobs and 80 KB arrays per query of the JS path
+// showed up as GC and thread switches under load). Results stop at the first -1 label, as in JS.
+Napi::Value Index::SearchAndDedup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  faiss::Index* idx = live(env);
+  int64_t k = countArg(info, 1, "searchAndDedup(k)");
+  if (k < 1) throw Napi::RangeError::New(env, "searchAndDedup: k must be >= 1");
+  const float* x = floatsArg(info, 0, static_cast<size_t>(idx->d), "searchAndDedup");
+  int threads = threadsArg(info, 2);
+  if (info.Length() < 4 || !info[3].IsNumber()) throw Napi::TypeError::New(env, "searchAndDedup: threshold must be a number");
+  const double threshold = info[3].As<Napi::Number>().DoubleValue();
+  const size_t d = static_cast<size_t>(idx->d);
+  auto h = holder;
+  auto dist = std::make_shared<std::vector<float>>(static_cast<size_t>(k));
+  auto labels = std::make_shared<std::vector<idx_t>>(static_cast<size_t>(k));
+  auto kept = std::make_shared<std::vector<int32_t>>();
+  auto* job = new Job(
+      env,
+      [h, k, x, d, threads, threshold, dist, labels, kept]() {
+        std::vector<float> recons(static_cast<size_t>(k) * d);
+        {
+          std::shared_lock lock(h->mutex);
+          if (!h->index) throw std::runtime_error("faiss index was disposed");
+          if (threads) omp_set_num_threads(threads);
+          h->index->search_and_reconstruct(1, x, k, dist->data(), labels->data(), recons.data());
+        }
+        size_t n = 0;
+        while (n < static_cast<size_t>(k) && (*labels)[n] >= 0) n++;
+        *kept = dedupKeep(recons.data(), n, d, threshold);
+      },
+      [dist, labels, kept](Napi::Env env) -> Napi::Value {
+        auto dArr = Napi::Float32Array::New(env, dist->size());
+        std::copy(dist->begin(), dist->end(), dArr.Data());
+        auto l = Napi::Float64Array::New(env, labels->size());
+        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
+        auto keep = Napi::Int32Array::New(env, kept->size());
+        std::copy(kept->begin(), kept->end(), keep.Data());
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("distances", dArr);
+        r.Set("labels", l);
+        r.Set("keep", keep);
+        return r;
+      });
+  job->keep(info[0]);
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
 Napi::Value Index::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
@@ -635,6 +731,7 @@ Napi::Object Index::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&Index::MergeFrom>("mergeFrom"),
       InstanceMethod<&Index::Search>("search"),
       InstanceMethod<&Index::SearchAndReconstruct>("searchAndReconstruct"),
+      InstanceMethod<&Index::SearchAndDedup>("searchAndDedup"),
       InstanceMethod<&Index::Write>("write"),
       InstanceMethod<&Index::SetParameters>("setParameters"),
       InstanceMethod<&Index::SplitQueriesOverLists>("splitQueriesOverLists"),

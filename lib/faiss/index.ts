@@ -70,6 +70,13 @@ export interface NativeIndex {
    * indices (faiss breaks ties by the label, which is a list/offset pair during this scan).
    */
   searchAndReconstruct(x: Float32Array, nq: number, k: number, threads?: number): Promise<SearchAndReconstructResult>;
+  /**
+   * One query's searchAndReconstruct plus the back end's near-duplicate rule on its results, in
+   * one job off the JS thread: `keep` holds the positions (among the results before the first -1
+   * label) kept when results whose L2-normalised vectors have inner product > threshold are linked
+   * and only the first position of each connected component stays. Rejects as searchAndReconstruct.
+   */
+  searchAndDedup(x: Float32Array, k: number, threads: number, threshold: number): Promise<SearchResult & { keep: Int32Array }>;
   write(path: string): Promise<void>;
   /** ParameterSpace syntax: "nprobe=16,efSearch=32,ht=2048". */
   setParameters(params: string): void;
