@@ -411,6 +411,19 @@ Napi::Value Index::Search(const Napi::CallbackInfo& info) { return SearchJob(inf
 // Rows of `vectors` where the label is -1 are NaN (faiss fills them with 0xff bytes).
 Napi::Value Index::SearchAndReconstruct(const Napi::CallbackInfo& info) { return SearchJob(info, "searchAndReconstruct", true); }
 
+// { distances: Float32Array, labels: Float64Array } of a search, built on the JS thread.
+Napi::Object searchResult(Napi::Env env, const std::vector<float>& dist, const std::vector<idx_t>& labels) {
+  auto d = Napi::Float32Array::New(env, dist.size());
+  std::copy(dist.begin(), dist.end(), d.Data());
+  // ids as doubles: exact up to 2^53, and -1 (no result) survives
+  auto l = Napi::Float64Array::New(env, labels.size());
+  for (size_t i = 0; i < labels.size(); i++) l[i] = static_cast<double>(labels[i]);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("distances", d);
+  r.Set("labels", l);
+  return r;
+}
+
 Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors) {
   Napi::Env env = info.Env();
   faiss::Index* idx = live(env);
@@ -434,14 +447,7 @@ Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, b
         else h->index->search(nq, x, k, dist->data(), labels->data());
       },
       [dist, labels, recons, withVectors](Napi::Env env) -> Napi::Value {
-        auto d = Napi::Float32Array::New(env, dist->size());
-        std::copy(dist->begin(), dist->end(), d.Data());
-        // ids as doubles: exact up to 2^53, and -1 (no result) survives
-        auto l = Napi::Float64Array::New(env, labels->size());
-        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
-        Napi::Object r = Napi::Object::New(env);
-        r.Set("distances", d);
-        r.Set("labels", l);
+        Napi::Object r = searchResult(env, *dist, *labels);
         if (withVectors) {
           auto v = Napi::Float32Array::New(env, recons->size());
           std::copy(recons->begin(), recons->end(), v.Data());
@@ -531,15 +537,9 @@ Napi::Value Index::SearchAndDedup(const Napi::CallbackInfo& info) {
         *kept = dedupKeep(recons.data(), n, d, threshold);
       },
       [dist, labels, kept](Napi::Env env) -> Napi::Value {
-        auto dArr = Napi::Float32Array::New(env, dist->size());
-        std::copy(dist->begin(), dist->end(), dArr.Data());
-        auto l = Napi::Float64Array::New(env, labels->size());
-        for (size_t i = 0; i < labels->size(); i++) l[i] = static_cast<double>((*labels)[i]);
+        Napi::Object r = searchResult(env, *dist, *labels);
         auto keep = Napi::Int32Array::New(env, kept->size());
         std::copy(kept->begin(), kept->end(), keep.Data());
-        Napi::Object r = Napi::Object::New(env);
-        r.Set("distances", dArr);
-        r.Set("labels", l);
         r.Set("keep", keep);
         return r;
       });
