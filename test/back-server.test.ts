@@ -3,13 +3,15 @@
 // them, reference/clip-retrieval.md 4.6-4.10), colour + shape queries land on that picture, results equal a
 // direct faiss search of the same index, every bad request gets a 400 and the server keeps serving.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { TINY_COLOURS } from '../demo/tiny-clip.ts';
 import { locateModelFiles, normalizeRows, openTextTower } from '../embeddings-indices-hosting/inference/clip-model.ts';
 import { ClipTokenizer } from '../embeddings-indices-hosting/inference/tokenizer.ts';
-import { faissAvailable, readIndex } from '../lib/faiss/index.ts';
+import { faissAvailable, loadFaiss, readIndex } from '../lib/faiss/index.ts';
 import { buildBackFixture, startBack, type BackFixture, type RunningBack } from './helpers/back-fixture.ts';
+import { runCli } from './helpers/cli-process.ts';
 
 const skip = faissAvailable().ok ? false : 'faiss addon not built (bash .ci/install)';
 let fx: BackFixture;
@@ -250,4 +252,36 @@ test('run.ts back: --help, bad arguments exit 2, a bad indices_paths.json exits 
   const missing = await runCli('embeddings-indices-hosting/run.ts', ['back', '--indices-paths', join(fx.dir, 'nope.json'), '--port', '0']);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /nope\.json: no such file/);
+});
+
+test('run.ts back writes the 8-bit scan copy of an IVF-SQfp16 index at the first start, reuses it after, and answers as without it', { skip }, async () => {
+  const folder = join(fx.dir, 'index-sqfp16');
+  const built = await runCli('embeddings-indices-hosting/run.ts', ['index', '--embeddings-folder', join(fx.dir, 'emb'), '--index-folder', folder, '--index-key', 'IVF2,SQfp16']);
+  assert.equal(built.code, 0, built.stderr.slice(-2000));
+  const paths = { sq: { indice_folder: folder, enable_faiss_memory_mapping: true } };
+  const first = await startBack(fx, paths);
+  const second = await startBack(fx, paths);
+  const without = await startBack(fx, paths, ['--sq8-copy', 'False']);
+  try {
+    if (loadFaiss().fastFp16Scan) {
+      assert.match(first.stderr(), /index sq: wrote the 8-bit scan copy .*image\.sq8 in /);
+      assert.match(second.stderr(), /index sq: 8-bit scan copy .*image\.sq8\n/);
+      assert.ok(existsSync(join(folder, 'image.sq8')));
+    }
+    assert.doesNotMatch(without.stderr(), /8-bit scan copy/);
+    const dim = (await readIndex(join(folder, 'image.index'))).d;
+    for (let i = 0; i < 5; i++) {
+      const embedding = Array.from({ length: dim }, (_, j) => Math.sin(i * 7 + j));
+      const body = clipClientBody({ indice_name: 'sq', embedding_input: embedding, num_images: 10, num_result_ids: 10 });
+      const a = await post(first.url, '/knn-service', body);
+      const b = await post(without.url, '/knn-service', body);
+      assert.equal(a.status, 200);
+      assert.deepEqual(a.json, b.json);
+      assert.ok((a.json as Hit[]).length > 0);
+    }
+  } finally {
+    await first.stop();
+    await second.stop();
+    await without.stop();
+  }
 });

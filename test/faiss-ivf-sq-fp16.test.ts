@@ -2,7 +2,7 @@
 // them exactly and gives IVF-Flat's results bit for bit, in memory and memory-mapped, for search,
 // searchAndReconstruct and a lone query split over threads; the file is a plain faiss IVF-SQfp16.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,5 +86,67 @@ test('IVF-SQfp16 on float16 vectors: IVF-Flat\'s labels and distances exactly, v
       flat.dispose();
       sq.dispose();
     }
+  }
+});
+
+test('an 8-bit scan copy (attachSq8Copy) gives the float16 scan\'s results bit for bit; it is written once, rewritten when stale, and really scanned', { skip: skip || (!cpuHasF16c && 'no AVX2 + F16C: no float16 scanner') }, async () => {
+  const sq = await built('IVF32,SQfp16', 'ip');
+  const path = join(dir, 'sq8.index');
+  const copy = join(dir, 'sq8.sq8');
+  await writeIndexAtomic(sq, path);
+  sq.dispose();
+  const plain = await readIndex(path, { mmap: true });
+  const withCopy = await readIndex(path, { mmap: true });
+  const inMemory = await readIndex(path);
+  try {
+    assert.equal(await withCopy.attachSq8Copy(copy, path), 'built');
+    assert.equal((await stat(copy)).size < n * d + 64 * 32 + 8192, true, 'one byte per value');
+    assert.equal(await inMemory.attachSq8Copy(copy, path), 'attached', 'a second index on the same file reuses the copy');
+    for (const idx of [plain, withCopy, inMemory]) idx.setParameters('nprobe=8');
+    const want = await plain.search(queries, nq, k, 1);
+    const wantSr = await plain.searchAndReconstruct(queries, nq, k, 1);
+    for (const idx of [withCopy, inMemory]) {
+      const got = await idx.search(queries, nq, k, 1);
+      assert.deepEqual(Array.from(got.labels), Array.from(want.labels));
+      assert.deepEqual(Array.from(got.distances), Array.from(want.distances));
+      const sr = await idx.searchAndReconstruct(queries, nq, k, 1);
+      assert.deepEqual(Array.from(sr.labels), Array.from(wantSr.labels));
+      assert.deepEqual(Array.from(sr.vectors), Array.from(wantSr.vectors));
+      // a lone query's lists split over 3 threads
+      assert.equal(idx.splitQueriesOverLists(true), true);
+      for (let qi = 0; qi < nq; qi++) {
+        const one = await idx.search(queries.subarray(qi * d, (qi + 1) * d), 1, k, 3);
+        assert.deepEqual(Array.from(one.distances), Array.from(want.distances.subarray(qi * k, (qi + 1) * k)), `split query ${qi}`);
+      }
+    }
+    // The copy is what is scanned: with its codes zeroed (through the file, which the index maps)
+    // the 8-bit scores are wrong and the results change.
+    const codesStart = Math.ceil((40 + 32 * 8 + 2 * d * 4) / 64) * 64; // header, list sizes, vmin, step
+    const fd = await open(copy, 'r+');
+    await fd.write(Buffer.alloc((await stat(copy)).size - codesStart), 0, undefined, codesStart);
+    await fd.close();
+    const broken = await withCopy.search(queries, nq, k, 1);
+    assert.notDeepEqual(Array.from(broken.labels), Array.from(want.labels));
+    // A changed index file makes the copy stale: written again, and the results are right again.
+    await writeIndexAtomic(inMemory, path);
+    const again = await readIndex(path, { mmap: true });
+    try {
+      assert.equal(await again.attachSq8Copy(copy, path), 'built');
+      again.setParameters('nprobe=8');
+      assert.deepEqual(Array.from((await again.search(queries, nq, k, 1)).distances), Array.from(want.distances));
+    } finally {
+      again.dispose();
+    }
+    // Not applicable: L2, and other index types; nothing is written.
+    const l2 = await built('IVF32,SQfp16', 'l2');
+    const flat = await built('IVF32,Flat', 'ip');
+    assert.match(await l2.attachSq8Copy(join(dir, 'l2.sq8'), path), /^unsupported: not inner product/);
+    assert.match(await flat.attachSq8Copy(join(dir, 'flat.sq8'), path), /^unsupported/);
+    l2.dispose();
+    flat.dispose();
+  } finally {
+    plain.dispose();
+    withCopy.dispose();
+    inMemory.dispose();
   }
 });

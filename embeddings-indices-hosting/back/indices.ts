@@ -85,7 +85,7 @@ export interface ServedIndex {
 }
 
 /** Opens every index; the first name is the default index. */
-export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; dtype?: ModelDtype; searchThreads: SearchThreads; rowFile: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
+export async function openIndices(settings: Map<string, IndexSettings>, opts: { threads: number; dtype?: ModelDtype; searchThreads: SearchThreads; rowFile: boolean; sq8Copy?: boolean; log: (m: string) => void }): Promise<Map<string, ServedIndex>> {
   const encoders = new Map<string, Promise<QueryEncoder>>();
   const out = new Map<string, ServedIndex>();
   try {
@@ -103,6 +103,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
           if (typeof param === 'string' && param.trim()) index.setParameters(param);
         }
         opts.searchThreads.enableSplitting(index);
+        if (opts.sq8Copy !== false && typeof index.attachSq8Copy === 'function') await attachSq8(name, index, p, opts.log);
         return index;
       };
       const image = await open('image.index');
@@ -134,6 +135,23 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
     throw err;
   }
   return out;
+}
+
+/**
+ * The 8-bit scan copy of an inner-product IVF-SQfp16 index (the addon's attachSq8Copy), kept beside
+ * it as <name>.sq8 and written at the first start (like metadata-rows/). Same results, about half
+ * the bytes per scan; a copy that cannot be written leaves the index as it was, with a line saying why.
+ */
+async function attachSq8(name: string, index: NativeIndex, indexPath: string, log: (m: string) => void): Promise<void> {
+  const copy = indexPath.replace(/\.index$/, '.sq8');
+  const t = performance.now();
+  try {
+    const status = await index.attachSq8Copy(copy, indexPath);
+    if (status === 'built') log(`index ${name}: wrote the 8-bit scan copy ${copy} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    else if (status === 'attached') log(`index ${name}: 8-bit scan copy ${copy}`);
+  } catch (err) {
+    log(`index ${name}: warning: no 8-bit scan copy (${(err as Error).message.split('\n')[0]}); searching the float16 lists alone, same results, slower (pass --sq8-copy False to silence)`);
+  }
 }
 
 export function closeIndices(indices: Map<string, ServedIndex>): void {

@@ -44,6 +44,7 @@ namespace cah_faiss {
 const char* distanceKernels();  // distance-kernels.cc: "avx2" or "generic"
 std::unique_ptr<faiss::Index> withFastFp16Scan(std::unique_ptr<faiss::Index> index);  // ivf-sq-fp16.cc
 bool fastFp16Scan();
+std::string attachSq8Copy(faiss::Index* index, const std::string& copyPath, const std::string& indexPath);  // ivf-sq-fp16.cc
 }
 
 namespace {
@@ -129,6 +130,7 @@ class Index : public Napi::ObjectWrap<Index> {
   // the result vectors when withVectors.
   Napi::Value SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors);
   Napi::Value SearchAndDedup(const Napi::CallbackInfo& info);
+  Napi::Value AttachSq8Copy(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SetParameters(const Napi::CallbackInfo& info);
   Napi::Value SplitQueriesOverLists(const Napi::CallbackInfo& info);
@@ -549,6 +551,28 @@ Napi::Value Index::SearchAndDedup(const Napi::CallbackInfo& info) {
   return job->promise();
 }
 
+// attachSq8Copy(copyPath, indexPath): see ivf-sq-fp16.cc; resolves to "attached", "built" or
+// "unsupported: ...". Takes the index exclusively: no search runs while the copy is made.
+Napi::Value Index::AttachSq8Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  live(env);
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "attachSq8Copy: expected (copyPath, indexPath)");
+  std::string copyPath = info[0].As<Napi::String>(), indexPath = info[1].As<Napi::String>();
+  auto h = holder;
+  auto status = std::make_shared<std::string>();
+  auto* job = new Job(
+      env,
+      [h, copyPath, indexPath, status]() {
+        std::unique_lock lock(h->mutex);
+        if (!h->index) throw std::runtime_error("faiss index was disposed");
+        *status = cah_faiss::attachSq8Copy(h->index.get(), copyPath, indexPath);
+      },
+      [status](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *status); });
+  job->keep(info.This());
+  job->Queue();
+  return job->promise();
+}
+
 Napi::Value Index::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
@@ -732,6 +756,7 @@ Napi::Object Index::Init(Napi::Env env, Napi::Object exports) {
       InstanceMethod<&Index::Search>("search"),
       InstanceMethod<&Index::SearchAndReconstruct>("searchAndReconstruct"),
       InstanceMethod<&Index::SearchAndDedup>("searchAndDedup"),
+      InstanceMethod<&Index::AttachSq8Copy>("attachSq8Copy"),
       InstanceMethod<&Index::Write>("write"),
       InstanceMethod<&Index::SetParameters>("setParameters"),
       InstanceMethod<&Index::SplitQueriesOverLists>("splitQueriesOverLists"),

@@ -77,6 +77,14 @@ export interface NativeIndex {
    * and only the first position of each connected component stays. Rejects as searchAndReconstruct.
    */
   searchAndDedup(x: Float32Array, k: number, threads: number, threshold: number): Promise<SearchResult & { keep: Int32Array }>;
+  /**
+   * Inner-product IVF-SQfp16 indices (with the addon's float16 scanner): an 8-bit copy of the lists,
+   * memory-mapped from copyPath (written there first when missing or stale against indexPath), is
+   * scanned first and the float16 distance computed only where the 8-bit score, widened by its
+   * largest error, could enter the results: the same results bit for bit, about half the bytes read.
+   * Resolves "attached", "built", or "unsupported: <why>" (nothing changed).
+   */
+  attachSq8Copy(copyPath: string, indexPath: string): Promise<string>;
   write(path: string): Promise<void>;
   /** ParameterSpace syntax: "nprobe=16,efSearch=32,ht=2048". */
   setParameters(params: string): void;
