@@ -4,8 +4,8 @@
 // per-index options}}. A per-index option overrides the command line; an absent one takes the
 // command line's value (clip-retrieval instead carries the previous entry's values over, an
 // accident of its loader that we do not copy).
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import type { ModelDtype } from '../inference/clip-model.ts';
 import { QueryEncoder } from './encoder.ts';
@@ -144,6 +144,7 @@ export async function openIndices(settings: Map<string, IndexSettings>, opts: { 
  */
 async function attachSq8(name: string, index: NativeIndex, indexPath: string, log: (m: string) => void): Promise<void> {
   const copy = indexPath.replace(/\.index$/, '.sq8');
+  removeOrphanedTemps(copy);
   const t = performance.now();
   try {
     const status = await index.attachSq8Copy(copy, indexPath);
@@ -151,6 +152,35 @@ async function attachSq8(name: string, index: NativeIndex, indexPath: string, lo
     else if (status === 'attached') log(`index ${name}: 8-bit scan copy ${copy}`);
   } catch (err) {
     log(`index ${name}: warning: no 8-bit scan copy (${(err as Error).message.split('\n')[0]}); searching the float16 lists alone, same results, slower (pass --sq8-copy False to silence)`);
+  }
+}
+
+/** `<copy>.tmp-<pid>` files left by a writer that was killed (its process is gone): removed. */
+function removeOrphanedTemps(copy: string): void {
+  const prefix = `${basename(copy)}.tmp-`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(copy)).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.slice(prefix.length));
+    if (!Number.isInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    try {
+      unlinkSync(join(dirname(copy), name));
+    } catch {
+      // gone already, or not ours to remove: the build does not depend on it
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
