@@ -3,7 +3,7 @@
 // them, reference/clip-retrieval.md 4.6-4.10), colour + shape queries land on that picture, results equal a
 // direct faiss search of the same index, every bad request gets a 400 and the server keeps serving.
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { TINY_COLOURS } from '../demo/tiny-clip.ts';
@@ -259,11 +259,17 @@ test('run.ts back writes the 8-bit scan copy of an IVF-SQfp16 index at the first
   const built = await runCli('embeddings-indices-hosting/run.ts', ['index', '--embeddings-folder', join(fx.dir, 'emb'), '--index-folder', folder, '--index-key', 'IVF2,SQfp16']);
   assert.equal(built.code, 0, built.stderr.slice(-2000));
   const paths = { sq: { indice_folder: folder, enable_faiss_memory_mapping: true } };
-  // left by a writer killed mid-copy (no such process): removed at the next start
+  // left by a writer killed mid-copy (no such process, unchanged for an hour): removed at the next
+  // start; a recent one may be another machine's writer at work and stays
   const orphan = join(folder, 'image.sq8.tmp-999999999');
+  const recent = join(folder, 'image.sq8.tmp-999999998');
   writeFileSync(orphan, 'partial');
+  writeFileSync(recent, 'partial');
+  const hourAgo = new Date(Date.now() - 3600_000);
+  utimesSync(orphan, hourAgo, hourAgo);
   const first = await startBack(fx, paths);
   assert.equal(existsSync(orphan), false);
+  assert.equal(existsSync(recent), true);
   const second = await startBack(fx, paths);
   const without = await startBack(fx, paths, ['--sq8-copy', 'False']);
   try {

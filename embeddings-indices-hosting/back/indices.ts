@@ -4,7 +4,7 @@
 // per-index options}}. A per-index option overrides the command line; an absent one takes the
 // command line's value (clip-retrieval instead carries the previous entry's values over, an
 // accident of its loader that we do not copy).
-import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
 import type { ModelDtype } from '../inference/clip-model.ts';
@@ -155,7 +155,11 @@ async function attachSq8(name: string, index: NativeIndex, indexPath: string, lo
   }
 }
 
-/** `<copy>.tmp-<pid>` files left by a writer that was killed (its process is gone): removed. */
+/**
+ * `<copy>.tmp-<pid>` files left by a writer that was killed: removed when no process here has that
+ * pid and the file has not changed for 10 minutes (a writer on another machine sharing the folder
+ * has another pid space but keeps writing).
+ */
 function removeOrphanedTemps(copy: string): void {
   const prefix = `${basename(copy)}.tmp-`;
   let names: string[];
@@ -168,7 +172,8 @@ function removeOrphanedTemps(copy: string): void {
     const pid = Number(name.slice(prefix.length));
     if (!Number.isInteger(pid) || pid <= 0 || processAlive(pid)) continue;
     try {
-      unlinkSync(join(dirname(copy), name));
+      const path = join(dirname(copy), name);
+      if (Date.now() - statSync(path).mtimeMs > 10 * 60_000) unlinkSync(path);
     } catch {
       // gone already, or not ours to remove: the build does not depend on it
     }
