@@ -7,6 +7,7 @@
 import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { readIndex, type NativeIndex } from '../../lib/faiss/index.ts';
+import { isAlive } from '../../lib/output-lock.ts';
 import type { ModelDtype } from '../inference/clip-model.ts';
 import { QueryEncoder } from './encoder.ts';
 import { openMetadata, type MetadataSource } from './metadata-store.ts';
@@ -170,22 +171,13 @@ function removeOrphanedTemps(copy: string): void {
   }
   for (const name of names) {
     const pid = Number(name.slice(prefix.length));
-    if (!Number.isInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    if (!Number.isInteger(pid) || pid <= 0 || isAlive(pid)) continue;
     try {
       const path = join(dirname(copy), name);
       if (Date.now() - statSync(path).mtimeMs > 10 * 60_000) unlinkSync(path);
     } catch {
       // gone already, or not ours to remove: the build does not depend on it
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
