@@ -23,13 +23,15 @@ export const MODEL_DTYPES = ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16
 export type ModelDtype = (typeof MODEL_DTYPES)[number];
 const DTYPE_SUFFIX: Record<ModelDtype, string> = { fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4' };
 
+type TowerFile = 'vision_model' | 'text_model';
+
 /** `onnx/{tower}{suffix}.onnx` in dir for a dtype. */
-function towerPath(dir: string, tower: 'vision_model' | 'text_model', dtype: ModelDtype): string {
+function towerPath(dir: string, tower: TowerFile, dtype: ModelDtype): string {
   return join(dir, 'onnx', `${tower}${DTYPE_SUFFIX[dtype]}.onnx`);
 }
 
 /** The dtypes whose file for `tower` the folder has, for error messages. */
-function dtypesPresent(dir: string, tower: 'vision_model' | 'text_model'): ModelDtype[] {
+function dtypesPresent(dir: string, tower: TowerFile): ModelDtype[] {
   return MODEL_DTYPES.filter((d) => existsSync(towerPath(dir, tower, d)));
 }
 
@@ -64,7 +66,7 @@ export function locateModelFiles(dir: string, need: { image: boolean; text: bool
   const missing = (p: string, what: string): never => {
     throw new ModelFolderError(`${p} is missing (${what}); the model folder needs the layout in the README`);
   };
-  const missingTower = (p: string, tower: 'vision_model' | 'text_model', what: string): never => {
+  const missingTower = (p: string, tower: TowerFile, what: string): never => {
     const present = dtypesPresent(dir, tower);
     if (present.length === 0) missing(p, `${what}${dtype === 'fp32' ? '' : `, --dtype ${dtype}`}`);
     throw new ModelFolderError(`${p} is missing (${what}, --dtype ${dtype}); this folder has --dtype ${present.join(', ')} (see the README, "Quantised models")`);

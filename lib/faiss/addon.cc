@@ -426,6 +426,16 @@ Napi::Object searchResult(Napi::Env env, const std::vector<float>& dist, const s
   return r;
 }
 
+// On a pool thread: the index shared-locked (searches run side by side) and checked alive, the
+// calling thread's OpenMP threads set, then search, or search_and_reconstruct where `recons` is given.
+void searchLocked(Holder& h, int64_t nq, const float* x, int64_t k, int threads, float* dist, idx_t* labels, float* recons) {
+  std::shared_lock lock(h.mutex);
+  if (!h.index) throw std::runtime_error("faiss index was disposed");
+  if (threads) omp_set_num_threads(threads);
+  if (recons) h.index->search_and_reconstruct(nq, x, k, dist, labels, recons);
+  else h.index->search(nq, x, k, dist, labels);
+}
+
 Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, bool withVectors) {
   Napi::Env env = info.Env();
   faiss::Index* idx = live(env);
@@ -442,11 +452,7 @@ Napi::Value Index::SearchJob(const Napi::CallbackInfo& info, const char* name, b
   auto* job = new Job(
       env,
       [h, nq, k, x, threads, dist, labels, recons, withVectors]() {
-        std::shared_lock lock(h->mutex);
-        if (!h->index) throw std::runtime_error("faiss index was disposed");
-        if (threads) omp_set_num_threads(threads);
-        if (withVectors) h->index->search_and_reconstruct(nq, x, k, dist->data(), labels->data(), recons->data());
-        else h->index->search(nq, x, k, dist->data(), labels->data());
+        searchLocked(*h, nq, x, k, threads, dist->data(), labels->data(), withVectors ? recons->data() : nullptr);
       },
       [dist, labels, recons, withVectors](Napi::Env env) -> Napi::Value {
         Napi::Object r = searchResult(env, *dist, *labels);
@@ -528,12 +534,7 @@ Napi::Value Index::SearchAndDedup(const Napi::CallbackInfo& info) {
       env,
       [h, k, x, d, threads, threshold, dist, labels, kept]() {
         std::vector<float> recons(static_cast<size_t>(k) * d);
-        {
-          std::shared_lock lock(h->mutex);
-          if (!h->index) throw std::runtime_error("faiss index was disposed");
-          if (threads) omp_set_num_threads(threads);
-          h->index->search_and_reconstruct(1, x, k, dist->data(), labels->data(), recons.data());
-        }
+        searchLocked(*h, 1, x, k, threads, dist->data(), labels->data(), recons.data());
         size_t n = 0;
         while (n < static_cast<size_t>(k) && (*labels)[n] >= 0) n++;
         *kept = dedupKeep(recons.data(), n, d, threshold);
